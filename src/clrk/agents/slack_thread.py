@@ -1,0 +1,219 @@
+"""The reference Slack-thread agent: one process per event, the thread lives in the store.
+
+Run by the dispatcher as ``python -m clrk.agents.slack_thread`` in a fresh sandbox. Each run
+does the five steps of DESIGN.md:
+
+1. **key in**: the thread key (``CLRK_PARTITION_KEY``, else computed from the event);
+2. **state in**: the LangGraph checkpoint of that thread, and the turn's lease in clrk.state;
+3. **continue**: the graph answers using the whole thread;
+4. **state out**: one commit holds the new turn state, the consumed event ids and the reply
+   (in the outbox) -- a retried event finds its id consumed and stops before any work;
+5. **reply**: only after that commit, the outbox entry is posted to the thread with
+   metadata naming it, then marked sent. An entry left unsent by a crash is redelivered by
+   the next run on the thread, unless Slack already shows a message carrying its id.
+
+stdin is one CloudEvents envelope (or a list of them, for ``onBusy: coalesce``); stdout is one
+JSON object saying what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import BaseMessage, HumanMessage, RemoveMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import START, MessagesState, StateGraph
+
+from clrk.agents.model import load_chat_model
+from clrk.errors import AlreadyConsumed, ConfigError
+from clrk.slack import client as slack_client
+from clrk.slack.events import Ignored, ReplyPolicy, SlackMessage, parse_event
+from clrk.state import open_store
+
+DATABASE_ENV = "DATABASE_URL"
+CHECKPOINT_ENV = "CLRK_CHECKPOINT_URL"
+REPLY_KIND = "slack.reply"
+
+
+def database_url() -> str:
+    """The store URL: ``$DATABASE_URL``, else SQLite in the worker-local ``$CLRK_DATA_DIR``."""
+    url = os.environ.get(DATABASE_ENV)
+    if url:
+        return url
+    data_dir = os.environ.get("CLRK_DATA_DIR")
+    if not data_dir:
+        raise ConfigError(f"set {DATABASE_ENV} or run with spec.state (CLRK_DATA_DIR)")
+    return f"sqlite:///{data_dir}/state.db"
+
+
+@contextmanager
+def make_checkpointer(url: str) -> Iterator[BaseCheckpointSaver]:
+    """The LangGraph checkpointer for ``url``.
+
+    For now LangGraph's own SQLite saver, in a file beside the store's (the store holds a
+    write transaction while it commits, so the two must not share a file). One turn per
+    thread at a time comes from the dispatcher.
+    """
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    if not url.startswith("sqlite:///"):
+        raise ConfigError(f"checkpointer URL must be sqlite:///... for now, got {url!r}")
+    path = url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path.removesuffix(".db") + ".checkpoints.db", check_same_thread=False)
+    try:
+        yield SqliteSaver(conn)
+    finally:
+        conn.close()
+
+
+def build_graph(model: BaseChatModel) -> StateGraph:
+    """One node: the model answers the whole thread. Kept tiny on purpose."""
+
+    def respond(state: MessagesState) -> dict[str, list[BaseMessage]]:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("respond", respond)
+    graph.add_edge(START, "respond")
+    return graph
+
+
+def _message_id(msg: SlackMessage) -> str:
+    return f"slack-{msg.channel}-{msg.ts}"
+
+
+def _read_envelopes(raw: str) -> list[dict[str, Any]]:
+    doc = json.loads(raw)
+    return doc if isinstance(doc, list) else [doc]
+
+
+def _history_updates(messages: Iterable[SlackMessage]) -> tuple[list[BaseMessage], bool]:
+    """Turn Slack messages into graph updates; the flag says whether any of them is new text."""
+    updates: list[BaseMessage] = []
+    has_new = False
+    for msg in messages:
+        if msg.kind == "delete":
+            updates.append(RemoveMessage(id=_message_id(msg)))
+        elif msg.kind == "assistant_thread_started":
+            continue
+        else:
+            # An edit keeps the message id, so LangGraph's add_messages replaces it in place.
+            updates.append(HumanMessage(content=msg.text, name=msg.user, id=_message_id(msg)))
+            has_new = has_new or msg.kind != "edit"
+    return updates, has_new
+
+
+def deliver_outbox(store: Any, client: Any, key: str, *, fresh: set[str]) -> list[str]:
+    """Post every unsent reply of ``key``; skip entries Slack already shows (a redelivery)."""
+    posted = []
+    for entry in store.pending_outbox(key=key):
+        payload = entry.payload
+        if payload.get("kind") != REPLY_KIND:
+            continue
+        already = entry.id not in fresh and slack_client.find_reply(
+            client, channel=payload["channel"], thread_ts=payload["thread_ts"], outbox_id=entry.id
+        )
+        if not already:
+            slack_client.post_reply(
+                client,
+                channel=payload["channel"],
+                thread_ts=payload["thread_ts"],
+                text=payload["text"],
+                metadata={
+                    "event_type": "clrk_reply",
+                    "event_payload": {"outbox_id": entry.id, "turn": payload.get("turn", 0)},
+                },
+            )
+            posted.append(entry.id)
+        store.mark_sent(entry.id)
+    return posted
+
+
+def run(envelopes: list[dict[str, Any]], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Handle one invocation; returns the JSON-able result printed on stdout."""
+    env = dict(os.environ if env is None else env)
+    bot_user = env.get("SLACK_BOT_USER_ID")
+    bot_id = env.get("SLACK_BOT_ID")
+    parsed = [
+        parse_event(e.get("data") or {}, bot_user_id=bot_user, bot_id=bot_id) for e in envelopes
+    ]
+    messages = [p for p in parsed if isinstance(p, SlackMessage)]
+    if not messages:
+        reasons = [p.reason for p in parsed if isinstance(p, Ignored)]
+        return {"status": "ignored", "reasons": reasons}
+
+    key = env.get("CLRK_PARTITION_KEY") or messages[0].key
+    fence = int(env["CLRK_FENCE"]) if env.get("CLRK_FENCE") else None
+    event_ids = [str(e.get("id")) for e in envelopes if e.get("id")]
+    root = messages[0]
+    url = database_url()
+    client = slack_client.make_client()
+    policy = ReplyPolicy.from_env(env)
+
+    with open_store(url) as store:
+        deliver_outbox(store, client, key, fresh=set())  # repair a crash after a past commit
+        try:
+            with store.turn(key, consumes=event_ids, fence=fence) as turn:
+                meta = dict(turn.state or {})
+                updates, has_new = _history_updates(messages)
+                reply_text = None
+                with make_checkpointer(env.get(CHECKPOINT_ENV) or url) as saver:
+                    graph = build_graph(load_chat_model(env.get("CLRK_CHAT_MODEL"))).compile(
+                        checkpointer=saver
+                    )
+                    config = {"configurable": {"thread_id": key}}
+                    wants_reply = has_new and any(
+                        policy.should_reply(m, bot_in_thread=bool(meta.get("bot_in_thread")))
+                        for m in messages
+                    )
+                    if wants_reply:
+                        out = graph.invoke({"messages": updates}, config)
+                        reply_text = str(out["messages"][-1].content)
+                    elif updates:
+                        # Remember what was said without answering: the next answer sees it.
+                        graph.update_state(config, {"messages": updates}, as_node="respond")
+                meta["turns"] = int(meta.get("turns", 0)) + 1
+                fresh: set[str] = set()
+                if reply_text is not None:
+                    meta["bot_in_thread"] = True
+                    fresh.add(
+                        turn.add_outbox(
+                            {
+                                "kind": REPLY_KIND,
+                                "channel": root.channel,
+                                "thread_ts": root.thread_ts,
+                                "text": reply_text,
+                                "turn": meta["turns"],
+                            }
+                        )
+                    )
+                turn.state = meta
+        except AlreadyConsumed as exc:
+            return {"status": "duplicate", "event_ids": exc.event_ids}
+        posted = deliver_outbox(store, client, key, fresh=fresh)
+    return {
+        "status": "ok",
+        "key": key,
+        "turn": meta["turns"],
+        "reply": reply_text,
+        "posted": posted,
+    }
+
+
+def main() -> int:
+    result = run(_read_envelopes(sys.stdin.read()))
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

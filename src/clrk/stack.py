@@ -1,0 +1,257 @@
+"""The local stack: Slack emulator, auth proxy, ingress and dispatcher as real processes.
+
+``clrk demo``, ``clrk up`` and the end-to-end tests start the same four servers the same way
+a user would, each with its own ``python -m clrk ...`` command line, talking real HTTP on
+loopback ports, all sharing one data directory (SQLite files: the embedded defaults). The
+running stack is described in ``<home>/stack.json`` so that other commands
+(``clrk slack say``) can find it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clrk.errors import ClrkError
+
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT_SECONDS = 30.0
+STACK_FILE = "stack.json"
+# The emulated workspace: the same invented ids as the Slack fixtures.
+TEAM_ID = "T07ZK4QW9PL"
+BOT_USER_ID = "U07ZN3CDV8X"
+BOT_ID = "B07ZN3CDUQ4"
+SLACK_EVENTS_PATH = "/slack/events"
+
+
+class StackError(ClrkError):
+    """A server of the local stack did not start or stopped unexpectedly."""
+
+
+def free_port() -> int:
+    """A port the OS considers free right now (a tiny race with other programs is accepted)."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"{name} exited with {proc.returncode}:\n{tail(log)}")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise StackError(f"{name} did not listen on port {port} in time:\n{tail(log)}")
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class StackInfo:
+    """What a client needs to talk to a running stack (saved as ``stack.json``)."""
+
+    home: str
+    emulator_url: str
+    proxy_url: str
+    ingress_url: str
+    runtime_url: str
+    agent: str
+    bot_token: str
+    team_id: str = TEAM_ID
+    bot_user_id: str = BOT_USER_ID
+
+    @property
+    def slack_api_url(self) -> str:
+        return f"{self.emulator_url}/api/"
+
+    def save(self) -> None:
+        (Path(self.home) / STACK_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, home: Path) -> StackInfo:
+        path = home / STACK_FILE
+        if not path.exists():
+            raise StackError(f"no running stack found in {home} (start one with: clrk up)")
+        return cls(**json.loads(path.read_text()))
+
+
+class LocalStack:
+    """Starts and stops the four servers; use as a context manager."""
+
+    def __init__(self, home: Path, manifest: Path) -> None:
+        self.home = home.resolve()
+        self.manifest = manifest
+        self.logs = self.home / "logs"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.info: StackInfo | None = None
+        self._secret = secrets.token_hex(16)
+        self._token = f"xoxb-emulator-{secrets.token_hex(8)}"
+
+    def __enter__(self) -> StackInfo:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "CLRK_HOME": str(self.home),
+                "SLACK_SIGNING_SECRET": self._secret,
+                "SLACK_BOT_TOKEN": self._token,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    def _spawn(self, name: str, args: list[str], port: int | None) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = self.logs / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "clrk", *args],
+                env=self._env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.home,
+                start_new_session=True,
+            )
+        self.procs[name] = proc
+        if port is not None:
+            _wait_for_port(port, proc, name, log)
+
+    def start(self) -> StackInfo:
+        self.home.mkdir(parents=True, exist_ok=True)
+        agent = self._agent_name()
+        ports = {name: free_port() for name in ("emulator", "proxy", "ingress")}
+        urls = {name: f"http://{HOST}:{port}" for name, port in ports.items()}
+        runtime = f"sqlite:///{self.home / 'runtime.db'}"
+        self.info = StackInfo(
+            home=str(self.home),
+            emulator_url=urls["emulator"],
+            proxy_url=urls["proxy"],
+            ingress_url=urls["ingress"],
+            runtime_url=runtime,
+            agent=agent,
+            bot_token=self._token,
+        )
+        try:
+            self._apply(self.info)
+            self._spawn(
+                "ingress",
+                ["ingress", "--port", str(ports["ingress"]), "--db", runtime],
+                ports["ingress"],
+            )
+            self._spawn("dispatcher", ["dispatcher", "--db", runtime], None)
+            self._spawn(
+                "proxy",
+                [
+                    "slack",
+                    "proxy",
+                    "--port",
+                    str(ports["proxy"]),
+                    "--ingress-url",
+                    urls["ingress"],
+                    "--agent",
+                    agent,
+                ],
+                ports["proxy"],
+            )
+            self._spawn(
+                "emulator",
+                [
+                    "slack",
+                    "emulator",
+                    "--port",
+                    str(ports["emulator"]),
+                    "--request-url",
+                    urls["proxy"] + SLACK_EVENTS_PATH,
+                ],
+                ports["emulator"],
+            )
+        except BaseException:
+            self.stop()
+            raise
+        self.info.save()
+        return self.info
+
+    def _agent_name(self) -> str:
+        """The agent's name, read from the manifest before anything starts."""
+        doc = yaml.safe_load(self.manifest.read_text())
+        try:
+            return str(doc["metadata"]["name"])
+        except (TypeError, KeyError) as exc:
+            raise StackError(f"{self.manifest}: metadata.name is missing") from exc
+
+    def _apply(self, info: StackInfo) -> None:
+        """Apply the manifest with the stack's Slack settings added to the agent's env.
+
+        The example manifest cannot know the emulator's port, so the stack writes a copy
+        with ``SLACK_API_URL`` and friends set, then applies it like a user would.
+        """
+        doc: dict[str, Any] = yaml.safe_load(self.manifest.read_text())
+        spec = doc.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})
+        env = [e for e in spec.get("env") or [] if not e.get("name", "").startswith("SLACK_")]
+        env += [
+            {"name": "SLACK_API_URL", "value": info.slack_api_url},
+            {"name": "SLACK_BOT_TOKEN", "value": info.bot_token},
+            {"name": "SLACK_BOT_USER_ID", "value": BOT_USER_ID},
+            {"name": "SLACK_BOT_ID", "value": BOT_ID},
+        ]
+        spec["env"] = env
+        rendered = self.home / "applied-agent.yaml"
+        rendered.write_text(yaml.safe_dump(doc, sort_keys=False))
+        result = subprocess.run(
+            [sys.executable, "-m", "clrk", "apply", "-f", str(rendered), "--db", info.runtime_url],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            cwd=self.home,
+        )
+        if result.returncode != 0:
+            raise StackError(f"clrk apply failed:\n{result.stdout}{result.stderr}")
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise StackError(
+                    f"{name} exited with {proc.returncode}:\n{tail(self.logs / f'{name}.log')}"
+                )
+
+    def stop(self) -> None:
+        """Terminate every server (SIGTERM, then SIGKILL after a grace period); idempotent."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, 15)
+        deadline = time.monotonic() + 5
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, 9)
+                proc.wait()
+        self.procs.clear()
+        with contextlib.suppress(OSError):
+            (self.home / STACK_FILE).unlink()
