@@ -1,0 +1,131 @@
+"""Postgres connector: psycopg 3 with a ``psycopg_pool.ConnectionPool``.
+
+Calls outside a transaction borrow a pooled connection in autocommit mode for one statement.
+:meth:`PostgresConnector.transaction` pins one pooled connection to the calling thread until
+the block ends, so every call the thread makes inside the block runs in that transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg.errors
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from clrk.errors import Conflict, StoreError, StoreUnavailable
+from clrk.state.connector import Connector, Params, Row
+
+T = TypeVar("T")
+
+# SQLSTATE classes that mean the server or the connection is gone, not that the SQL is wrong:
+# 08 connection exception, 57P admin shutdown / crash shutdown / cannot connect now.
+_UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
+
+# A quoted string or identifier, a comment, a ``:name`` placeholder (not ``::cast``), or a
+# percent sign (which psycopg would read as a placeholder, so it must be doubled).
+_TOKENS = re.compile(
+    r"""(?P<skip>'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*)"""
+    r"""|(?<!:):(?P<name>[A-Za-z_][A-Za-z0-9_]*)"""
+    r"""|(?P<percent>%)"""
+)
+
+
+@lru_cache(maxsize=512)
+def to_pyformat(sql: str) -> str:
+    """Rewrite ``:name`` placeholders to psycopg's ``%(name)s``; the only place that does."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group("name"):
+            return f"%({match.group('name')})s"
+        if match.group("percent"):
+            return "%%"
+        return match.group(0)
+
+    return _TOKENS.sub(replace, sql)
+
+
+class PostgresConnector(Connector):
+    dialect = "postgres"
+
+    def __init__(self, url: str, *, max_size: int = 10, timeout_seconds: float = 10.0) -> None:
+        self.url = url
+        self._local = threading.local()
+        connect_timeout = max(1, int(timeout_seconds))
+        # Probe once with a plain connection: the pool only reports "timed out", whereas the
+        # driver says why (refused, unknown database, bad password).
+        with self._errors():
+            psycopg.connect(url, connect_timeout=connect_timeout).close()
+            self._pool = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=max(1, max_size),
+                kwargs={"autocommit": True, "row_factory": dict_row},
+                timeout=timeout_seconds,
+                open=False,
+                name="clrk",
+            )
+            self._pool.open(wait=True, timeout=timeout_seconds)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """The one place where psycopg errors become clrk errors."""
+        try:
+            yield
+        except PoolTimeout as exc:
+            raise StoreUnavailable(self.url, f"no connection available: {exc}") from exc
+        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:
+            raise Conflict("", "serialization", None, exc.sqlstate) from exc
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None or exc.sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+                raise StoreUnavailable(self.url, str(exc).strip()) from exc
+            raise StoreError(f"postgres: {exc}") from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"postgres: {str(exc).strip()}") from exc
+
+    def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        with self._errors():
+            if conn is not None:
+                return work(conn)
+            with self._pool.connection() as pooled:
+                return work(pooled)
+
+    def execute(self, sql: str, params: Params = None) -> int:
+        return self._run(lambda conn: conn.execute(to_pyformat(sql), params or {}).rowcount)
+
+    def executescript(self, sql: str) -> None:
+        # Without parameters psycopg sends the text as-is, several statements at once.
+        self._run(lambda conn: conn.execute(sql))
+
+    def fetch_one(self, sql: str, params: Params = None) -> Row | None:
+        return self._run(lambda conn: conn.execute(to_pyformat(sql), params or {}).fetchone())
+
+    def fetch_all(self, sql: str, params: Params = None) -> list[Row]:
+        return self._run(lambda conn: conn.execute(to_pyformat(sql), params or {}).fetchall())
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is not None:  # nested: a savepoint on the pinned connection
+            with self._errors(), conn.transaction():
+                yield
+            return
+        with self._errors(), self._pool.connection() as pooled:
+            self._local.conn = pooled
+            try:
+                with pooled.transaction():
+                    yield
+            finally:
+                self._local.conn = None
+
+    def close(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None and not pool.closed:
+            pool.close()
