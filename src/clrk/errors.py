@@ -8,7 +8,8 @@ Errors carry the data a caller needs to act on them, not only a message.
 
     ClrkError
     ├── ConfigError              bad configuration: unknown URL scheme, bad option
-    │   └── ManifestError        a TaskAgent manifest is invalid (names the field)
+    │   ├── ManifestError        a TaskAgent manifest is invalid (names the field)
+    │   └── SandboxError         the sandbox cannot run a command here (says what to fix)
     ├── StoreError               anything the state layer or the inbox reports
     │   ├── StoreUnavailable     the database cannot be reached (URL shown masked)
     │   ├── Conflict             a stale writer: version or fence moved on; nothing changed
@@ -43,6 +44,10 @@ class ManifestError(ConfigError):
         self.field = field
         self.reason = reason
         super().__init__(f"{field}: {reason}")
+
+
+class SandboxError(ConfigError):
+    """The sandbox cannot run the command on this host; the message says what to change."""
 
 
 class StoreError(ClrkError):

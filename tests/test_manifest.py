@@ -1,0 +1,118 @@
+"""TaskAgent manifests: valid ones load, invalid ones name the field and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clrk.errors import ManifestError
+from clrk.manifest import TaskAgent, load_manifest
+
+VALID = """
+apiVersion: clrk.dev/v1
+kind: TaskAgent
+metadata:
+  name: slack-thread-agent
+spec:
+  template:
+    spec:
+      command: ["python", "-m", "clrk.agents.slack_thread"]
+      env:
+        - {name: DATABASE_URL, value: "sqlite:///x.db"}
+  maxConcurrent: 4
+  partitionKey: "data.event.channel"
+  onBusy: coalesce
+  timeoutSeconds: 120
+  retries: {max: 3, backoffSeconds: 2}
+  state: {backend: sqlite}
+"""
+
+
+def test_valid_manifest_loads_with_defaults() -> None:
+    agent = load_manifest(VALID)
+    assert isinstance(agent, TaskAgent)
+    assert agent.name == "slack-thread-agent"
+    assert agent.spec.max_concurrent == 4
+    assert agent.spec.on_busy == "coalesce"
+    assert agent.spec.retries.max_retries == 3
+    assert agent.spec.state is not None and agent.spec.state.backend == "sqlite"
+    assert agent.spec.network == "host" and agent.spec.mode == "async"
+    assert agent.env == {"DATABASE_URL": "sqlite:///x.db"}
+
+
+def test_round_trip_through_wire_form() -> None:
+    agent = load_manifest(VALID)
+    again = load_manifest(agent.to_dict())
+    assert again == agent
+    assert agent.to_dict()["spec"]["maxConcurrent"] == 4
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "reason"),
+    [
+        ("maxConcurrent: 4", "maxConcurrent: 0", "spec.maxConcurrent", "must be >= 1"),
+        ("maxConcurrent: 4", "maxConcurent: 4", "spec.maxConcurent", "unknown field"),
+        ("onBusy: coalesce", "onBusy: drop", "spec.onBusy", "must be"),
+        ("clrk.dev/v1", "clrk.dev/v2", "apiVersion", "clrk.dev/v1"),
+        ("kind: TaskAgent", "kind: Pod", "kind", "TaskAgent"),
+        ("name: slack-thread-agent", "name: Bad_Name", "metadata.name", "DNS label"),
+        ("name: DATABASE_URL", "name: 1BAD", "spec.template.spec.env[0].name", "must match"),
+        ('"data.event.channel"', '"data.["', "spec.partitionKey", "JMESPath"),
+        ("timeoutSeconds: 120", "timeoutSeconds: 0", "spec.timeoutSeconds", "must be > 0"),
+        ("{max: 3,", "{max: -1,", "spec.retries.max", "must be >= 0"),
+        ("{backend: sqlite}", "{backend: redis}", "spec.state.backend", "sqlite"),
+        (
+            '["python", "-m", "clrk.agents.slack_thread"]',
+            "[]",
+            "spec.template.spec.command",
+            "empty",
+        ),
+    ],
+)
+def test_invalid_manifest_names_field_and_reason(
+    old: str, new: str, field: str, reason: str
+) -> None:
+    assert old in VALID
+    with pytest.raises(ManifestError) as info:
+        load_manifest(VALID.replace(old, new, 1))
+    assert info.value.field == field
+    assert reason in info.value.reason
+    assert str(info.value).startswith(f"{field}: ")
+
+
+def test_missing_field_is_reported_as_required() -> None:
+    with pytest.raises(ManifestError) as info:
+        load_manifest(
+            VALID.replace("  maxConcurrent: 4\n", "").replace("  template:", "  templat:")
+        )
+    assert info.value.field in ("spec.template", "spec.templat")
+
+
+@pytest.mark.parametrize("text", ["- a list", "a: [", "just text"])
+def test_not_a_manifest_document(text: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        load_manifest(text)
+    assert info.value.field == "<document>"
+
+
+def test_relative_working_dir_resolves_against_the_file(tmp_path: Path) -> None:
+    folder = tmp_path / "agent"
+    folder.mkdir()
+    path = folder / "agent.yaml"
+    path.write_text(VALID.replace("      env:", "      workingDir: .\n      env:"))
+    agent = load_manifest(path)
+    assert agent.spec.template.spec.working_dir == str(folder.resolve())
+    assert load_manifest(str(path)).spec.template.spec.working_dir == str(folder.resolve())
+
+
+def test_unreadable_file_is_a_manifest_error(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError) as info:
+        load_manifest(tmp_path / "missing.yaml")
+    assert "cannot read" in info.value.reason
+
+
+def test_example_echo_manifest_is_valid() -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "echo" / "agent.yaml"
+    agent = load_manifest(example)
+    assert agent.name == "echo"
