@@ -96,3 +96,46 @@ class IngressStandIn:
             )
 
         return Starlette(routes=[Route("/", receive, methods=["POST"])])
+
+
+@dataclass
+class Receiver:
+    """A Request URL stand-in: verifies each delivery with slack_sdk and records it.
+
+    ``script`` gives, per arrival, ``(status, delay_seconds)``; after it runs out: 200.
+    """
+
+    secret: str
+    script: list[tuple[int, float]] = field(default_factory=list)
+    arrivals: list[dict[str, Any]] = field(default_factory=list)
+
+    def app(self) -> Starlette:
+        import asyncio
+        import json
+
+        async def receive(request: Request) -> Response:
+            body = await request.body()
+            verifier = SignatureVerifier(self.secret)
+            self.arrivals.append(
+                {
+                    "headers": dict(request.headers),
+                    "body": body,
+                    "json": json.loads(body),
+                    "valid": verifier.is_valid_request(body, dict(request.headers)),
+                }
+            )
+            status, delay = self.script.pop(0) if self.script else (200, 0.0)
+            if delay:
+                await asyncio.sleep(delay)
+            return Response(status_code=status)
+
+        return Starlette(routes=[Route("/", receive, methods=["POST"])])
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll until ``predicate()`` is true; a wait, not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
