@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from clrk.state import Store, open_store
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -15,3 +18,15 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'state.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    with open_store(store_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def history_store(store_url: str) -> Iterator[Store]:
+    with open_store(store_url, keep_history=True) as opened:
+        yield opened

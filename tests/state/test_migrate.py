@@ -13,9 +13,15 @@ from clrk.state.queries import parse_queries
 
 
 def test_both_dialects_define_the_same_queries() -> None:
-    assert (
-        load_queries("clrk.state", "sqlite").keys() == load_queries("clrk.state", "postgres").keys()
-    )
+    """Same names, except the commit follow-ups that only a dialect without DML in CTEs needs."""
+    sqlite = set(load_queries("clrk.state", "sqlite"))
+    postgres = set(load_queries("clrk.state", "postgres"))
+    assert postgres <= sqlite
+    assert sqlite - postgres == {
+        "turn_commit_consumed",
+        "turn_commit_outbox",
+        "turn_commit_history",
+    }
 
 
 def test_both_dialects_have_the_same_migrations() -> None:
