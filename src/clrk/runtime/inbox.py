@@ -281,6 +281,11 @@ class Inbox:
         assert row is not None
         return int(row["last_seq"]), int(row["cancels"])
 
+    def pending(self) -> int:
+        """Events queued or running on any worker."""
+        row = self.connector.fetch_one(self.queries["pending"])
+        return int(row["n"]) if row else 0
+
     def cancel_requests(self, owner: str) -> list[str]:
         rows = self.connector.fetch_all(self.queries["cancel_requests"], {"owner": owner})
         return [row["id"] for row in rows]

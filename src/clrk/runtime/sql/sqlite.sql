@@ -200,3 +200,7 @@ from clrk_invocations
 where (:agent is null or agent = :agent)
 order by seq desc
 limit :limit
+
+-- name: pending
+-- Events not yet settled, in any worker (the drain mode waits for zero).
+select count(*) as n from clrk_invocations where status in ('queued', 'running')
