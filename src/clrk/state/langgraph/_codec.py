@@ -33,7 +33,7 @@ KIND_DELTA = "delta"
 KIND_EMPTY = "empty"
 
 #: Deltas allowed between two whole copies of a list.
-MAX_DEPTH = 100
+MAX_DEPTH = 128
 #: Below this many bytes a list is always written whole: a delta would save nothing.
 MIN_DELTA_LIST_BYTES = 1024
 
