@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from runtime_helpers import agent_python
 
-from clrk.errors import SandboxError
 from clrk.manifest import TaskAgent, load_manifest
-from clrk.runtime import _mounts
-from clrk.runtime.sandbox import NOBODY
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -40,20 +35,15 @@ def _clrk_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def agent_python() -> str:
-    """The interpreter for test agents: clrk's own when the sandbox user can reach it
-    (CI makes it reachable), else the system one, so bubblewrap runs are still exercised.
-    """
-    if shutil.which("bwrap") is None or os.geteuid() != 0:
-        return sys.executable
-    try:
-        _mounts.check_reachable([sys.executable, sys.prefix, sys.base_prefix], NOBODY, NOBODY)
-    except SandboxError:
-        system = shutil.which("python3", path="/usr/bin:/bin")
-        if system is None:
-            pytest.skip("no interpreter reachable by the sandbox user")
-        return system
-    return sys.executable
+@pytest.fixture(autouse=True)
+def _open_tmp_path(tmp_path: Path) -> Path:
+    """Let the sandbox's unprivileged user traverse the test's temp dir (pytest makes 0700)."""
+    for path in [tmp_path, *tmp_path.parents]:
+        if path == Path("/"):
+            break
+        if not path.stat().st_mode & 0o001:
+            path.chmod(path.stat().st_mode | 0o005)
+    return tmp_path
 
 
 @pytest.fixture
@@ -61,11 +51,6 @@ def agents_dir(tmp_path: Path) -> Path:
     """A folder of agent scripts, readable by the sandbox's unprivileged user."""
     folder = tmp_path / "agents"
     folder.mkdir()
-    for path in [folder, *folder.parents]:
-        if path == Path("/"):
-            break
-        if not os.stat(path).st_mode & 0o001:
-            path.chmod(path.stat().st_mode | 0o005)  # pytest's tmp dirs are 0700
     return folder
 
 

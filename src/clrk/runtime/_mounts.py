@@ -57,6 +57,8 @@ def resolve_command(command: list[str], working_dir: str | None) -> list[str]:
         program = found
     elif not os.path.isabs(program):
         program = os.path.join(working_dir or os.getcwd(), program)
+    if not os.path.isfile(program):
+        raise SandboxError(f"command {program!r} does not exist on this host")
     return [program, *command[1:]]
 
 
@@ -104,11 +106,14 @@ def bwrap_argv(
             argv += ["--ro-bind", path, path]
     for path in _ETC_ENTRIES:
         argv += ["--ro-bind-try", path, path]
+    # The fresh /tmp first: binds below that live under the host's /tmp (a test's temp
+    # dir, say) must land on top of it, not be hidden by it.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for path in read_only:
         argv += ["--ro-bind", path, path]
     for path in writable:
         argv += ["--bind", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    argv += ["--remount-ro", "/"]  # the root itself (a tmpfs bwrap made) becomes read-only
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     # "host" shares the host's network (127.0.0.1 services stay reachable). "none" is a
     # fresh namespace with only loopback. The egress proxy will be a third policy: a fresh
