@@ -258,3 +258,27 @@ def test_reply_policy_from_dict_names_unknown_options() -> None:
     assert ReplyPolicy.from_dict({"dms": False}) == ReplyPolicy(dms=False)
     with pytest.raises(ValueError, match="threads"):
         ReplyPolicy.from_dict({"threads": True})
+
+
+def test_reply_policy_parse_and_env() -> None:
+    assert ReplyPolicy.parse("") == ReplyPolicy() == ReplyPolicy.parse("all")
+    assert ReplyPolicy.parse("mentions, dms") == ReplyPolicy(
+        mentions=True, dms=True, assistant_threads=False, participating_threads=False
+    )
+    assert not any(vars(ReplyPolicy.parse("none")).values())
+    assert ReplyPolicy.from_env({"CLRK_REPLY_POLICY": "dms"}) == ReplyPolicy.parse("dms")
+    with pytest.raises(ValueError, match="choose from"):
+        ReplyPolicy.parse("mentions,everything")
+
+
+def test_public_surface_is_listed() -> None:
+    import types
+
+    import clrk.slack
+
+    public = {
+        name
+        for name, value in vars(clrk.slack).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert set(clrk.slack.__all__) == public  # the order is ruff's (RUF022)

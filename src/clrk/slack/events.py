@@ -13,7 +13,9 @@ every fixture.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,6 +35,8 @@ PARTITION_KEY_EXPRESSION = (
     " || data.event.message.ts || data.event.deleted_ts || data.event.ts"
     "])"
 )
+
+REPLY_POLICY_ENV = "CLRK_REPLY_POLICY"
 
 # Subtypes that are a person speaking; every other subtype is a system notice
 # (channel_join, channel_topic, message_replied, ...) and never starts a turn.
@@ -117,6 +121,27 @@ class ReplyPolicy:
         if unknown:
             raise ValueError(f"unknown reply policy option(s): {', '.join(unknown)}")
         return cls(**{name: bool(value) for name, value in data.items()})
+
+    @classmethod
+    def parse(cls, text: str | None) -> ReplyPolicy:
+        """From a comma list such as ``"mentions,dms"`` (an agent's ``CLRK_REPLY_POLICY``
+        env value); ``"all"`` or empty is the default, ``"none"`` answers nothing."""
+        names = {part.strip() for part in (text or "").split(",") if part.strip()}
+        if not names or names == {"all"}:
+            return cls()
+        names.discard("none")
+        fields = set(cls.__dataclass_fields__)
+        unknown = sorted(names - fields)
+        if unknown:
+            raise ValueError(
+                f"unknown reply policy option(s): {', '.join(unknown)}; "
+                f"choose from {', '.join(sorted(fields))}, all, none"
+            )
+        return cls(**{name: name in names for name in fields})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ReplyPolicy:
+        return cls.parse((os.environ if env is None else env).get(REPLY_POLICY_ENV))
 
     def should_reply(self, message: SlackMessage, *, bot_in_thread: bool = False) -> bool:
         """Decide for one message; ``bot_in_thread``: the bot already posted in its thread."""
