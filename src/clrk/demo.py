@@ -119,7 +119,7 @@ class Demo:
         resp = await http.post(f"{self.info.emulator_url}/_emulator/say", json=body)
         resp.raise_for_status()
         data = resp.json()
-        self.say(f"  -> {thread.name:<14} {NAMES[msg.user]}: {msg.text}")
+        self.say(f"  -> {thread.name:<14} {NAMES[msg.user]}: {readable(msg.text)}")
         return data
 
     async def replies(self, http: httpx.AsyncClient, thread: ScriptedThread) -> list[dict]:
@@ -147,7 +147,7 @@ class Demo:
             for m in bot:
                 if m["ts"] not in seen:
                     seen.add(m["ts"])
-                    self.say(f"  <- {thread.name:<14} thread-agent: {m.get('text', '')}")
+                    self.say(f"  <- {thread.name:<14} thread-agent: {readable(m.get('text', ''))}")
             if len(bot) >= count:
                 return
             await asyncio.sleep(0.1)
@@ -181,7 +181,7 @@ class Demo:
             json={"event_id": event_id, "retry_num": 1, "reason": "http_timeout"},
         )
         resp.raise_for_status()
-        self.retry_status = int(resp.json().get("status", 0))
+        self.retry_status = int(resp.json()["delivery"].get("status") or 0)
         self.say(
             f"  -> {thread.name:<14} (Slack retry of {event_id}, X-Slack-Retry-Num: 1:"
             f" proxy answered {self.retry_status})"
@@ -194,6 +194,20 @@ class Demo:
     async def transcripts(self) -> dict[str, list[dict]]:
         async with httpx.AsyncClient(timeout=10) as http:
             return {t.name: await self.replies(http, t) for t in self.script}
+
+
+def spoken(text: str) -> str:
+    """What the agent stores of a message: the text without the bot's @mention."""
+    from clrk.agents.slack_thread import spoken_text
+
+    return spoken_text(text, BOT_USER_ID)
+
+
+def readable(text: str) -> str:
+    """Slack shows ``<@U…>`` as the person's name; do the same for the known people."""
+    for user, name in NAMES.items():
+        text = text.replace(f"<@{user}>", f"@{name}")
+    return text
 
 
 def is_bot(message: dict) -> bool:
@@ -225,7 +239,7 @@ def check_run(
     out_of_order = 0
     for t in script:
         texts = stored.get(t.key, [])
-        wanted = [m.text for _, m in sorted(t.sent, key=lambda s: float(s[0]))]
+        wanted = [spoken(m.text) for _, m in sorted(t.sent, key=lambda s: float(s[0]))]
         lost += sum(1 for w in wanted if w not in texts)
         kept = [x for x in texts if x in wanted]
         # The simultaneous pair may be stored in either order; everything else in order.
@@ -235,7 +249,7 @@ def check_run(
     forgetful = 0
     for t in script:
         others = [o.marker for o in script if o is not t]
-        first_text = t.sent[0][1].text if t.sent else ""
+        first_text = spoken(t.sent[0][1].text) if t.sent else ""
         for m in replies[t.name]:
             text = m.get("text", "").lower()
             leaks += sum(1 for word in others if word in text)
@@ -269,7 +283,7 @@ def _order_ok(kept: list[str], thread: ScriptedThread) -> bool:
     position = {text: i for i, text in enumerate(kept)}
     previous_max = -1
     for step in thread.steps:
-        indexes = [position[m.text] for m in step if m.text in position]
+        indexes = [position[spoken(m.text)] for m in step if spoken(m.text) in position]
         if indexes and min(indexes) < previous_max:
             return False
         previous_max = max(indexes, default=previous_max)
@@ -293,7 +307,8 @@ def read_back(info: StackInfo, script: list[ScriptedThread]) -> tuple[dict[str, 
             state = graph.get_state({"configurable": {"thread_id": t.key}})
             messages = state.values.get("messages", []) if state else []
             stored[t.key] = [str(m.content) for m in messages if isinstance(m, HumanMessage)]
-            turns += store.version(t.key)
+            snapshot = store.get(t.key)
+            turns += snapshot.version if snapshot else 0
     return stored, turns
 
 
@@ -302,7 +317,7 @@ def print_transcript(script: list[ScriptedThread], transcripts: dict[str, list[d
         print(f"\n== {t.name}  (thread {t.key})")
         for m in transcripts[t.name]:
             who = NAMES.get(m.get("user", ""), "thread-agent" if is_bot(m) else m.get("user"))
-            print(f"  {who:>12}: {m.get('text', '')}")
+            print(f"  {who:>12}: {readable(m.get('text', ''))}")
 
 
 def print_checks(checks: list[Check]) -> None:

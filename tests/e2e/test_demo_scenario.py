@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from clrk.demo import Demo, default_script, is_bot, read_back
+from clrk.demo import Demo, default_script, is_bot, read_back, spoken
 from clrk.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,11 +38,15 @@ def test_every_user_message_is_in_its_own_threads_state_in_order(played) -> None
         texts = stored[thread.key]
         for step_index, step in enumerate(thread.steps):
             for msg in step:
-                assert texts.count(msg.text) == 1, f"{msg.text!r} not stored once"
+                assert texts.count(spoken(msg.text)) == 1, f"{msg.text!r} not stored once"
             if step_index:
-                earlier = [m.text for s in thread.steps[:step_index] for m in s]
-                assert max(texts.index(t) for t in earlier) < min(texts.index(m.text) for m in step)
-        other_texts = {m.text for t in script if t is not thread for s in t.steps for m in s}
+                earlier = [spoken(m.text) for s in thread.steps[:step_index] for m in s]
+                assert max(texts.index(t) for t in earlier) < min(
+                    texts.index(spoken(m.text)) for m in step
+                )
+        other_texts = {
+            spoken(m.text) for t in script if t is not thread for s in t.steps for m in s
+        }
         assert not other_texts & set(texts), "another thread's message is in this state"
 
 
@@ -68,7 +72,7 @@ def test_the_retry_caused_no_second_turn(played) -> None:
 def test_the_simultaneous_pair_lost_nothing(played) -> None:
     script, _, stored, _, _ = played
     support = script[0]
-    pair = [m.text for m in support.steps[2]]
+    pair = [spoken(m.text) for m in support.steps[2]]
     assert len(pair) == 2
     assert all(text in stored[support.key] for text in pair)
 

@@ -36,7 +36,9 @@ def _quote(text: str) -> str:
 
 
 def _speaker(message: BaseMessage) -> str:
-    return message.name or "you"
+    """Slack user ids become mentions, which Slack renders as the person's name."""
+    name = message.name or ""
+    return f"<@{name}>" if name[:1] in ("U", "W") and name.isalnum() else (name or "you")
 
 
 class DeterministicChatModel(BaseChatModel):

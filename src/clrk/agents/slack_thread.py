@@ -39,6 +39,7 @@ from clrk.state import open_store
 DATABASE_ENV = "DATABASE_URL"
 CHECKPOINT_ENV = "CLRK_CHECKPOINT_URL"
 REPLY_KIND = "slack.reply"
+CLAIM_SECONDS = 30.0
 
 
 def database_url() -> str:
@@ -95,7 +96,16 @@ def _read_envelopes(raw: str) -> list[dict[str, Any]]:
     return doc if isinstance(doc, list) else [doc]
 
 
-def _history_updates(messages: Iterable[SlackMessage]) -> tuple[list[BaseMessage], bool]:
+def spoken_text(text: str, bot_user_id: str | None) -> str:
+    """The message as said to the bot: its own @mention removed, whitespace tidied."""
+    if bot_user_id:
+        text = text.replace(f"<@{bot_user_id}>", " ")
+    return " ".join(text.split())
+
+
+def _history_updates(
+    messages: Iterable[SlackMessage], bot_user_id: str | None
+) -> tuple[list[BaseMessage], bool]:
     """Turn Slack messages into graph updates; the flag says whether any of them is new text."""
     updates: list[BaseMessage] = []
     has_new = False
@@ -106,17 +116,23 @@ def _history_updates(messages: Iterable[SlackMessage]) -> tuple[list[BaseMessage
             continue
         else:
             # An edit keeps the message id, so LangGraph's add_messages replaces it in place.
-            updates.append(HumanMessage(content=msg.text, name=msg.user, id=_message_id(msg)))
+            text = spoken_text(msg.text, bot_user_id)
+            updates.append(HumanMessage(content=text, name=msg.user, id=_message_id(msg)))
             has_new = has_new or msg.kind != "edit"
     return updates, has_new
 
 
-def deliver_outbox(store: Any, client: Any, key: str, *, fresh: set[str]) -> list[str]:
-    """Post every unsent reply of ``key``; skip entries Slack already shows (a redelivery)."""
+def deliver_outbox(store: Any, client: Any, *, fresh: set[str]) -> list[str]:
+    """Post every committed, unsent reply in this store, then mark it sent.
+
+    Entries are claimed for ``CLAIM_SECONDS`` so two runs never post the same one at once.
+    An entry not created by this run (``fresh``) is a leftover of a run that died after its
+    commit: it is posted only if Slack does not already show a message carrying its id.
+    """
     posted = []
-    for entry in store.pending_outbox(key=key):
+    for entry in store.pending_outbox(claim_seconds=CLAIM_SECONDS):
         payload = entry.payload
-        if payload.get("kind") != REPLY_KIND:
+        if not isinstance(payload, dict) or payload.get("kind") != REPLY_KIND:
             continue
         already = entry.id not in fresh and slack_client.find_reply(
             client, channel=payload["channel"], thread_ts=payload["thread_ts"], outbox_id=entry.id
@@ -159,11 +175,11 @@ def run(envelopes: list[dict[str, Any]], env: dict[str, str] | None = None) -> d
     policy = ReplyPolicy.from_env(env)
 
     with open_store(url) as store:
-        deliver_outbox(store, client, key, fresh=set())  # repair a crash after a past commit
+        deliver_outbox(store, client, fresh=set())  # repair a crash after a past commit
         try:
             with store.turn(key, consumes=event_ids, fence=fence) as turn:
                 meta = dict(turn.state or {})
-                updates, has_new = _history_updates(messages)
+                updates, has_new = _history_updates(messages, bot_user)
                 reply_text = None
                 with make_checkpointer(env.get(CHECKPOINT_ENV) or url) as saver:
                     graph = build_graph(load_chat_model(env.get("CLRK_CHAT_MODEL"))).compile(
@@ -198,7 +214,7 @@ def run(envelopes: list[dict[str, Any]], env: dict[str, str] | None = None) -> d
                 turn.state = meta
         except AlreadyConsumed as exc:
             return {"status": "duplicate", "event_ids": exc.event_ids}
-        posted = deliver_outbox(store, client, key, fresh=fresh)
+        posted = deliver_outbox(store, client, fresh=fresh)
     return {
         "status": "ok",
         "key": key,
