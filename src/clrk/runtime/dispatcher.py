@@ -94,6 +94,13 @@ class Dispatcher:
         self._stopping = False
         sandbox = self.sandbox or choose_sandbox()
         self.sandbox = sandbox
+        problem = sandbox.python_problem()
+        if problem:
+            logger.warning(
+                "agents whose command is `python` will fail: %s",
+                problem,
+                extra={"action": "sandbox_python_unreachable", "worker": self.worker_id},
+            )
         inbox = await asyncio.to_thread(Inbox.open, self.db_url)
         renewer = asyncio.create_task(self._renew_forever(inbox))
         logger.info(

@@ -87,6 +87,21 @@ class Sandbox:
             os.chown(path, self.uid, self.gid if self.gid is not None else self.uid)
         return path
 
+    def python_problem(self) -> str | None:
+        """Why ``python`` (clrk's own interpreter) cannot run in this sandbox, if it cannot.
+
+        Checked once at dispatcher start so that the operator reads the fix in the log
+        before the first agent is dead-lettered for it.
+        """
+        if self.kind != "bwrap" or self.uid is None:
+            return None
+        gid = self.gid if self.gid is not None else self.uid
+        try:
+            _mounts.check_reachable(_mounts.python_paths(), self.uid, gid)
+        except SandboxError as exc:
+            return str(exc)
+        return None
+
     async def run(self, spec: RunSpec, cancel: asyncio.Event | None = None) -> RunResult:
         """Run ``spec`` to completion, timeout or cancellation; never raises for the agent's
         own failures (those are in the result). Raises ``SandboxError`` when it cannot start.
