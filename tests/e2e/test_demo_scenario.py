@@ -7,6 +7,8 @@ the store's saved state), not by trusting the demo's own check table.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,15 +23,21 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def played(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("clrk-e2e")
+def played():
+    # Not pytest's tmp_path: its parent is private to root, and the sandbox runs the agent
+    # as an unprivileged uid that must reach the agent's data directory.
+    home = Path(tempfile.mkdtemp(prefix="clrk-e2e-"))
+    home.chmod(0o755)
     script = default_script()
-    with LocalStack(home, MANIFEST) as info:
-        demo = Demo(info, script, say=lambda line: None)
-        asyncio.run(demo.play())
-        transcripts = asyncio.run(demo.transcripts())
-        stored, turns = read_back(info, script)
-    return script, transcripts, stored, turns, demo
+    try:
+        with LocalStack(home, MANIFEST) as info:
+            demo = Demo(info, script, say=lambda line: None)
+            asyncio.run(demo.play())
+            transcripts = asyncio.run(demo.transcripts())
+            stored, turns = read_back(info, script)
+        yield script, transcripts, stored, turns, demo
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_every_user_message_is_in_its_own_threads_state_in_order(played) -> None:
