@@ -21,8 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -35,9 +34,9 @@ from clrk.errors import AlreadyConsumed, ConfigError
 from clrk.slack import client as slack_client
 from clrk.slack.events import Ignored, ReplyPolicy, SlackMessage, parse_event
 from clrk.state import open_store
+from clrk.state.langgraph import ClrkSaver
 
 DATABASE_ENV = "DATABASE_URL"
-CHECKPOINT_ENV = "CLRK_CHECKPOINT_URL"
 REPLY_KIND = "slack.reply"
 CLAIM_SECONDS = 30.0
 
@@ -53,26 +52,13 @@ def database_url() -> str:
     return f"sqlite:///{data_dir}/state.db"
 
 
-@contextmanager
-def make_checkpointer(url: str) -> Iterator[BaseCheckpointSaver]:
-    """The LangGraph checkpointer for ``url``.
+def make_checkpointer(url: str) -> BaseCheckpointSaver:
+    """The LangGraph checkpointer: clrk's own saver, in the same database as the turn state.
 
-    For now LangGraph's own SQLite saver, in a file beside the store's (the store holds a
-    write transaction while it commits, so the two must not share a file). One turn per
-    thread at a time comes from the dispatcher.
+    It stores the message list as deltas and refuses writes from a superseded lease holder
+    (``CLRK_FENCE``). An agent written for LangGraph's Postgres saver switches with this line.
     """
-    import sqlite3
-
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    if not url.startswith("sqlite:///"):
-        raise ConfigError(f"checkpointer URL must be sqlite:///... for now, got {url!r}")
-    path = url.removeprefix("sqlite:///")
-    conn = sqlite3.connect(path.removesuffix(".db") + ".checkpoints.db", check_same_thread=False)
-    try:
-        yield SqliteSaver(conn)
-    finally:
-        conn.close()
+    return ClrkSaver.from_url(url)
 
 
 def build_graph(model: BaseChatModel) -> StateGraph:
@@ -181,7 +167,7 @@ def run(envelopes: list[dict[str, Any]], env: dict[str, str] | None = None) -> d
                 meta = dict(turn.state or {})
                 updates, has_new = _history_updates(messages, bot_user)
                 reply_text = None
-                with make_checkpointer(env.get(CHECKPOINT_ENV) or url) as saver:
+                with make_checkpointer(url) as saver:
                     graph = build_graph(load_chat_model(env.get("CLRK_CHAT_MODEL"))).compile(
                         checkpointer=saver
                     )
@@ -191,7 +177,7 @@ def run(envelopes: list[dict[str, Any]], env: dict[str, str] | None = None) -> d
                         for m in messages
                     )
                     if wants_reply:
-                        out = graph.invoke({"messages": updates}, config)
+                        out = graph.invoke({"messages": updates}, config, durability="exit")
                         reply_text = str(out["messages"][-1].content)
                     elif updates:
                         # Remember what was said without answering: the next answer sees it.
