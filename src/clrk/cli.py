@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -36,11 +37,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(home, Path(args.manifest or _default_manifest()))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from clrk.stack import LocalStack
 
-    home = Path(args.home) if args.home else data_dir() / "up"
+    home = Path(args.home) if args.home else data_dir()
     stack = LocalStack(home, Path(args.manifest or _default_manifest()))
+    # A plain `kill` should stop the servers too, not leave them running.
+    signal.signal(signal.SIGTERM, _interrupt)
     with stack as info:
         print("clrk is up (Ctrl-C stops it):")
         print(f"  Slack emulator   {info.emulator_url}/   (open in a browser: write in threads)")
@@ -49,7 +56,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  ingress          {info.ingress_url}/")
         print(f"  agent            {info.agent}   data in {info.home}")
         print('Try:  clrk slack say --channel C07ZP1MEH5S "<@U07ZN3CDV8X> hello"')
-        print(f"      clrk invocations --db {info.runtime_url}")
+        print("      clrk invocations")
         try:
             while True:
                 time.sleep(1)
@@ -62,7 +69,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_slack_say(args: argparse.Namespace) -> int:
     from clrk.say import say
 
-    home = Path(args.home) if args.home else data_dir() / "up"
+    home = Path(args.home) if args.home else data_dir()
     return say(
         home,
         channel=args.channel,
@@ -84,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     up = sub.add_parser("up", help="start the local stack and leave it running")
-    up.add_argument("--home", help="data directory (default: $CLRK_HOME/up)")
+    up.add_argument("--home", help="data directory (default: $CLRK_HOME, else ./.clrk)")
     up.add_argument("--manifest", help="TaskAgent manifest (default: the slack-thread example)")
     up.set_defaults(func=cmd_up)
 
@@ -94,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--channel", required=True, help="channel id, e.g. C07ZP1MEH5S")
     say.add_argument("--thread", help="root ts of the thread to reply in")
     say.add_argument("--user", default="U05HX8T2LMQ", help="the sender's user id")
-    say.add_argument("--home", help="data directory of `clrk up` (default: $CLRK_HOME/up)")
+    say.add_argument("--home", help="data directory of `clrk up` (default: as clrk up)")
     say.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a reply")
     say.add_argument("text")
     say.set_defaults(func=cmd_slack_say)

@@ -24,11 +24,17 @@ from typing import Any
 
 import httpx
 
-from clrk.stack import BOT_USER_ID, TEAM_ID, LocalStack, StackInfo
+from clrk.stack import (
+    ALICE,
+    BOB,
+    BOT_USER_ID,
+    NAMES,
+    TEAM_ID,
+    LocalStack,
+    StackInfo,
+    readable,
+)
 
-ALICE = "U05HX8T2LMQ"
-BOB = "U06BQ7RZ3KD"
-NAMES = {ALICE: "alice", BOB: "bob", BOT_USER_ID: "thread-agent"}
 MENTION = f"<@{BOT_USER_ID}>"
 REPLY_TIMEOUT_SECONDS = 45.0
 RETRY_SETTLE_SECONDS = 2.0
@@ -201,13 +207,6 @@ def spoken(text: str) -> str:
     from clrk.agents.slack_thread import spoken_text
 
     return spoken_text(text, BOT_USER_ID)
-
-
-def readable(text: str) -> str:
-    """Slack shows ``<@U…>`` as the person's name; do the same for the known people."""
-    for user, name in NAMES.items():
-        text = text.replace(f"<@{user}>", f"@{name}")
-    return text
 
 
 def is_bot(message: dict) -> bool:

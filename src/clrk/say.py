@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from clrk.stack import BOT_USER_ID, StackInfo
+from clrk.stack import BOT_USER_ID, StackInfo, readable
 
 POLL_SECONDS = 0.2
 
@@ -50,7 +50,7 @@ def say(
             replies = _bot_replies_after(resp.get("messages", []), ts)
             if replies:
                 for m in replies:
-                    print(f"thread-agent: {m.get('text', '')}")
+                    print(f"thread-agent: {readable(m.get('text', ''))}")
                 print(f"(reply in thread {root}; continue with --thread {root})")
                 return 0
             time.sleep(POLL_SECONDS)

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +34,16 @@ TEAM_ID = "T07ZK4QW9PL"
 BOT_USER_ID = "U07ZN3CDV8X"
 BOT_ID = "B07ZN3CDUQ4"
 SLACK_EVENTS_PATH = "/slack/events"
+ALICE = "U05HX8T2LMQ"
+BOB = "U06BQ7RZ3KD"
+NAMES = {ALICE: "alice", BOB: "bob", BOT_USER_ID: "thread-agent"}
+
+
+def readable(text: str) -> str:
+    """Slack shows ``<@U…>`` as the person's name; do the same for the emulated people."""
+    for user, name in NAMES.items():
+        text = text.replace(f"<@{user}>", f"@{name}")
+    return text
 
 
 class StackError(ClrkError):
@@ -55,6 +66,21 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, log: Pat
             return
         time.sleep(0.05)
     raise StackError(f"{name} did not listen on port {port} in time:\n{tail(log)}")
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this child when the stack's process dies, even by SIGKILL.
+
+    Runs in the child between fork and exec. Elsewhere it does nothing: there, ``stop()``
+    (on exit or on SIGTERM) is what ends the servers.
+    """
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -135,6 +161,7 @@ class LocalStack:
                 stdin=subprocess.DEVNULL,
                 cwd=self.home,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         self.procs[name] = proc
         if port is not None:
