@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -38,15 +38,16 @@ from clrk.state.langgraph import ClrkSaver
 
 DATABASE_ENV = "DATABASE_URL"
 REPLY_KIND = "slack.reply"
-CLAIM_SECONDS = 30.0
+# Long enough to post a reply (with 429 retries); a dead run's entry returns after it.
+CLAIM_SECONDS = 10.0
 
 
-def database_url() -> str:
+def database_url(env: Mapping[str, str]) -> str:
     """The store URL: ``$DATABASE_URL``, else SQLite in the worker-local ``$CLRK_DATA_DIR``."""
-    url = os.environ.get(DATABASE_ENV)
+    url = env.get(DATABASE_ENV)
     if url:
         return url
-    data_dir = os.environ.get("CLRK_DATA_DIR")
+    data_dir = env.get("CLRK_DATA_DIR")
     if not data_dir:
         raise ConfigError(f"set {DATABASE_ENV} or run with spec.state (CLRK_DATA_DIR)")
     return f"sqlite:///{data_dir}/state.db"
@@ -156,8 +157,10 @@ def run(envelopes: list[dict[str, Any]], env: dict[str, str] | None = None) -> d
     fence = int(env["CLRK_FENCE"]) if env.get("CLRK_FENCE") else None
     event_ids = [str(e.get("id")) for e in envelopes if e.get("id")]
     root = messages[0]
-    url = database_url()
-    client = slack_client.make_client()
+    url = database_url(env)
+    client = slack_client.make_client(
+        base_url=env.get("SLACK_API_URL"), token=env.get("SLACK_BOT_TOKEN")
+    )
     policy = ReplyPolicy.from_env(env)
 
     with open_store(url) as store:

@@ -1,0 +1,153 @@
+"""The reference agent, one invocation at a time, against the real emulator and store.
+
+Each test calls ``run()`` as the sandbox would (an envelope in, the environment the
+dispatcher sets), with a real SQLite store and the Slack emulator served over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from clrk import envelope
+from clrk.agents import slack_thread
+from clrk.slack.emulator import create_app
+from clrk.slack.events import SlackMessage, parse_event
+from clrk.state import open_store
+from servers import serve
+
+TOKEN = "xoxb-test-agent"
+BOT_USER = "U07ZN3CDV8X"
+
+
+@pytest.fixture
+def emulator() -> Iterator[str]:
+    app = create_app(signing_secret="s" * 32, request_url=None, bot_token=TOKEN)
+    with serve(app) as url:
+        yield url
+
+
+@pytest.fixture
+def env(emulator: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "SLACK_API_URL": f"{emulator}/api/",
+        "SLACK_BOT_TOKEN": TOKEN,
+        "SLACK_BOT_USER_ID": BOT_USER,
+        "SLACK_BOT_ID": "B07ZN3CDUQ4",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+    }
+
+
+def _envelope(body: dict[str, Any]) -> dict[str, Any]:
+    parsed = parse_event(body, bot_user_id=BOT_USER, bot_id=None)
+    assert isinstance(parsed, SlackMessage)
+    event = envelope.new_envelope(body, agent="t", event_id=parsed.dedupe_id, subject=parsed.key)
+    return envelope.to_dict(event)
+
+
+def _fixture(slack_fixtures: Path, name: str) -> dict[str, Any]:
+    return json.loads((slack_fixtures / name).read_text())
+
+
+def _thread(emulator: str, channel: str, ts: str) -> list[dict[str, Any]]:
+    resp = httpx.get(
+        f"{emulator}/api/conversations.replies",
+        params={"channel": channel, "ts": ts, "include_all_metadata": "true"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ).json()
+    return [m for m in resp.get("messages", []) if m.get("bot_id")]
+
+
+def _run(env: dict[str, str], *bodies: dict[str, Any]) -> dict[str, Any]:
+    return slack_thread.run([_envelope(b) for b in bodies], env)
+
+
+def test_a_mention_gets_one_reply_in_its_thread(env, emulator, slack_fixtures) -> None:
+    body = _fixture(slack_fixtures, "app_mention_top_level.json")
+    result = _run(env, body)
+    assert result["status"] == "ok" and result["turn"] == 1
+    replies = _thread(emulator, "C07ZP1MEH5S", "1784021532.401829")
+    assert [r["text"] for r in replies] == [result["reply"]]
+    assert replies[0]["thread_ts"] == "1784021532.401829"
+    assert replies[0]["metadata"]["event_payload"]["outbox_id"] == result["posted"][0]
+
+
+def test_a_redelivered_event_does_no_second_turn(env, emulator, slack_fixtures) -> None:
+    body = _fixture(slack_fixtures, "app_mention_top_level.json")
+    assert _run(env, body)["status"] == "ok"
+    again = _run(env, body)
+    assert again["status"] == "duplicate"
+    assert len(_thread(emulator, "C07ZP1MEH5S", "1784021532.401829")) == 1
+
+
+def test_the_thread_is_remembered_across_invocations(env, emulator, slack_fixtures) -> None:
+    _run(env, _fixture(slack_fixtures, "app_mention_top_level.json"))
+    second = _run(env, _fixture(slack_fixtures, "app_mention_in_thread.json"))
+    assert second["turn"] == 2
+    assert second["reply"].startswith("[turn 2]")
+    first_text = slack_thread.spoken_text(
+        _fixture(slack_fixtures, "app_mention_top_level.json")["event"]["text"], BOT_USER
+    )
+    assert first_text[:40] in second["reply"]
+
+
+def test_an_unmentioned_top_level_message_is_kept_but_not_answered(
+    env, emulator, slack_fixtures
+) -> None:
+    body = _fixture(slack_fixtures, "message_channel_top_level.json")
+    result = _run(env, body)
+    assert result["status"] == "ok" and result["reply"] is None
+    assert _thread(emulator, "C07ZP1MEH5S", body["event"]["ts"]) == []
+
+
+def test_a_reply_lost_by_a_crash_after_commit_is_sent_once(
+    env, emulator, slack_fixtures, monkeypatch
+) -> None:
+    """The process dies between commit and post: the next run delivers, exactly once."""
+    mention = _fixture(slack_fixtures, "app_mention_top_level.json")
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise SystemExit("killed after commit")
+
+    monkeypatch.setattr(slack_thread.slack_client, "post_reply", crash)
+    with pytest.raises(SystemExit):
+        _run(env, mention)
+    assert _thread(emulator, "C07ZP1MEH5S", "1784021532.401829") == []
+    with open_store(env["DATABASE_URL"]) as store:
+        row = store.connector.fetch_one("select count(*) as n from clrk_outbox", {})
+        assert row is not None and row["n"] == 1, "the reply was committed with the turn"
+    monkeypatch.undo()
+    # The dead run had claimed its entry; the next run takes it once the claim expired.
+    with open_store(env["DATABASE_URL"]) as store:
+        assert store.pending_outbox(claim_seconds=1) == [], "still claimed by the dead run"
+        # Let the claim run out, as it does CLAIM_SECONDS after the crash.
+        store.connector.execute("update clrk_outbox set claimed_until = 0", {})
+
+    later = _run(env, _fixture(slack_fixtures, "app_mention_in_thread.json"))
+    replies = _thread(emulator, "C07ZP1MEH5S", "1784021532.401829")
+    assert [r["text"].split("]")[0] for r in replies] == ["[turn 1", "[turn 2"]
+    assert later["turn"] == 2
+    with open_store(env["DATABASE_URL"]) as store:
+        row = store.connector.fetch_one(
+            "select count(*) as n from clrk_outbox where sent_at is null", {}
+        )
+        assert row is not None and row["n"] == 0
+
+
+def test_a_reply_already_visible_is_not_posted_again(env, emulator, slack_fixtures) -> None:
+    """Posted, then died before marking it sent: the redelivery finds it in the thread."""
+    mention = _fixture(slack_fixtures, "app_mention_top_level.json")
+    _run(env, mention)
+    with open_store(env["DATABASE_URL"]) as store:
+        conn = store.connector
+        conn.execute("update clrk_outbox set sent_at = null, claimed_until = 0", {})
+    later = _run(env, _fixture(slack_fixtures, "app_mention_in_thread.json"))
+    assert len(later["posted"]) == 1, "only this turn's reply was posted"
+    assert len(_thread(emulator, "C07ZP1MEH5S", "1784021532.401829")) == 2
+    with open_store(env["DATABASE_URL"]) as store:
+        assert store.pending_outbox() == [], "the found reply was marked sent"
