@@ -103,9 +103,17 @@ class ClrkSaver(BaseCheckpointSaver[str]):
         serde: SerializerProtocol | None = None,
         fence: int | None = _FROM_ENV,
         fence_key: str | None = _FROM_ENV,
+        **connector_options: Any,
     ) -> ClrkSaver:
-        """Open ``sqlite:///path`` or ``postgresql://...``; close it (or use ``with``) after."""
-        connector = open_connector(url)
+        """Open ``sqlite:///path`` or ``postgresql://...``; close it (or use ``with``) after.
+
+        ``connector_options`` go to :func:`clrk.state.open_connector`. On Postgres the pool
+        defaults to one connection, as LangGraph's saver has: a process running one turn
+        gains nothing from more, and each extra connection starts with cold server caches.
+        """
+        if url.startswith(("postgresql://", "postgres://")):
+            connector_options.setdefault("max_size", 1)
+        connector = open_connector(url, **connector_options)
         return cls(connector, serde=serde, fence=fence, fence_key=fence_key, owns_connector=True)
 
     # -- lifecycle -------------------------------------------------------------------------
