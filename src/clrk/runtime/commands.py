@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -58,6 +59,13 @@ def register(subparsers: Any) -> None:
     dispatcher.add_argument("--worker-id")
     dispatcher.add_argument("--poll-interval", type=float, default=0.05, metavar="SECONDS")
     dispatcher.add_argument("--lease-seconds", type=float, default=30.0)
+    dispatcher.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="lower the CPU priority of the dispatcher and its runs (faster acks on small hosts)",
+    )
 
 
 def _guarded(handler: Handler) -> Handler:
@@ -174,6 +182,8 @@ def _dispatcher(args: argparse.Namespace) -> int:
     from clrk.runtime.dispatcher import Dispatcher
 
     _logging()
+    if args.nice:
+        os.nice(args.nice)  # inherited by every sandbox it starts
     dispatcher = Dispatcher(
         _url(args),
         worker_id=args.worker_id,

@@ -173,6 +173,12 @@ class Inbox:
     def claim(self, owner: str, lease_seconds: float) -> Claim | None:
         """Lease the next runnable event, or return ``None`` when nothing can run now."""
         q = self.queries
+        possible = self.connector.fetch_one(q["claim_possible"])
+        assert possible is not None
+        if not possible["expired"] and not (
+            possible["room"] and self.connector.fetch_one(q["claim_candidate"])
+        ):
+            return None
         with self.connector.transaction():
             self.connector.fetch_one(q["claim_lock"], {"lock_key": _CLAIM_LOCK_KEY})
             self.connector.execute(q["reap_expired"])

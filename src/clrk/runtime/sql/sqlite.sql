@@ -65,6 +65,19 @@ set status = 'cancelled', reason = 'superseded by ' || :newer,
     finished_at = (julianday('now') - 2440587.5) * 86400.0
 where agent = :agent and partition_key = :partition_key and status = 'queued' and id <> :newer
 
+-- name: claim_possible
+-- Read without the write lock before claiming: most attempts find nothing to do, and
+-- holding the lock for them would delay the ingress's inserts.
+select
+    exists (select 1 from clrk_invocations
+            where status = 'running' and lease_expires < (julianday('now') - 2440587.5) * 86400.0) as expired,
+    exists (select 1 from clrk_agents a
+            where a.max_concurrent > (select count(*) from clrk_invocations r
+                                      where r.agent = a.name and r.status = 'running')
+              and exists (select 1 from clrk_invocations w
+                          where w.agent = a.name and w.status = 'queued'
+                            and w.not_before <= (julianday('now') - 2440587.5) * 86400.0)) as room
+
 -- name: claim_lock
 -- Claims are serialized; BEGIN IMMEDIATE already holds the write lock.
 select :lock_key as lock_key
