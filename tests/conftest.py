@@ -2,45 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-POSTGRES_URL = os.environ.get(
-    "CLRK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("CLRK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def _find_fixtures() -> Path:
-    """Slack fixtures live in the shared folder beside the project (../shared/fixtures/slack)."""
-    env = os.environ.get("CLRK_SLACK_FIXTURES")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parent
-    for base in [here.parent, *here.parents]:
-        candidate = base / "shared" / "fixtures" / "slack"
-        if candidate.is_dir():
-            return candidate
-        candidate = base.parent / "shared" / "fixtures" / "slack"
-        if candidate.is_dir():
-            return candidate
-    return here / "fixtures" / "slack"
-
-
-SLACK_FIXTURES = _find_fixtures()
-
-
-def need_server(what: str, reason: str) -> None:
-    """Skip on a laptop without the server; fail under CI so CI never passes by skipping."""
-    message = f"{what} unreachable: {reason}"
-    if IN_CI:
-        pytest.fail(message + " (CI=true: servers must be up)")
-    pytest.skip(message)
+from support import POSTGRES_URL, SLACK_FIXTURES, need_server
 
 
 @pytest.fixture(scope="session")

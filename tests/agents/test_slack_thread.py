@@ -19,7 +19,7 @@ from clrk.agents import slack_thread
 from clrk.slack.emulator import create_app
 from clrk.slack.events import SlackMessage, parse_event
 from clrk.state import open_store
-from servers import serve
+from support import serve
 
 TOKEN = "xoxb-test-agent"
 BOT_USER = "U07ZN3CDV8X"

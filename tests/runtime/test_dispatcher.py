@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from runtime_helpers import serve, wait_for
 
 from clrk import config, envelope
 from clrk.errors import Conflict
@@ -22,6 +21,7 @@ from clrk.manifest import TaskAgent
 from clrk.runtime.dispatcher import Dispatcher
 from clrk.runtime.inbox import Claim, Inbox
 from clrk.runtime.ingress import create_app
+from support import serve, wait_for
 
 Make = Callable[..., TaskAgent]
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from runtime_helpers import serve
 
 from clrk.errors import BadRequest, ConfigError, StoreUnavailable, UnknownAgent
 from clrk.manifest import TaskAgent
 from clrk.runtime.inbox import Inbox
 from clrk.runtime.ingress import create_app, status_for
+from support import serve
 
 Make = Callable[..., TaskAgent]
 TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

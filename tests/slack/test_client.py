@@ -7,7 +7,6 @@ from typing import Any
 
 import httpx
 import pytest
-from slack_helpers import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,6 +23,7 @@ from clrk.slack.client import (
 )
 from clrk.slack.emulator import Emulator, create_app
 from clrk.slack.emulator.app import DEFAULT_BOT_TOKEN
+from support import serve
 
 CHANNEL = "C07ZP1MEH5S"
 ROOT = "1784021532.401829"

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from slack_helpers import IngressStandIn, Receiver, serve, wait_for
+from slack_helpers import IngressStandIn, Receiver
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -16,6 +16,7 @@ from clrk.slack import proxy as proxy_module
 from clrk.slack.emulator import create_app
 from clrk.slack.emulator.app import DEFAULT_BOT_TOKEN, DEFAULT_BOT_USER_ID
 from clrk.slack.events import SlackMessage, parse_event
+from support import serve, wait_for
 
 SECRET = "emulator-test-secret"
 CHANNEL = "C07ZP1MEH5S"

@@ -6,12 +6,11 @@ import os
 from pathlib import Path
 
 import httpx
-from slack_helpers import serve, wait_for
 from slack_sdk import WebClient
 
 from clrk.slack.emulator import create_app
 from clrk.slack.emulator.app import DEFAULT_BOT_TOKEN
-from conftest import need_server
+from support import need_server, serve, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

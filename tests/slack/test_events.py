@@ -17,7 +17,7 @@ from clrk.slack.events import (
     SlackMessage,
     parse_event,
 )
-from conftest import SLACK_FIXTURES
+from support import SLACK_FIXTURES
 
 BOT_USER = "U07ZN3CDV8X"
 BOT_ID = "B07ZN3CDUQ4"

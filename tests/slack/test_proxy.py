@@ -15,12 +15,11 @@ from slack_helpers import (
     FIXTURE_TIMESTAMP,
     FixedClock,
     IngressStandIn,
-    serve,
     sign,
 )
 
 from clrk.slack.proxy import create_app
-from conftest import SLACK_FIXTURES
+from support import SLACK_FIXTURES, serve
 
 AGENT = "slack-thread-agent"
 FORWARDED = {

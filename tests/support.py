@@ -1,15 +1,52 @@
-"""Helpers for tests that run real servers: uvicorn on a free port, and polling."""
+"""Shared test support: where the fixtures are, servers a test needs, uvicorn, polling.
+
+Imported by ``conftest.py`` and by test modules (pytest puts ``tests/`` on the path).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_URL = os.environ.get(
+    "CLRK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _find_fixtures() -> Path:
+    """Slack fixtures live in the shared folder beside the project (../shared/fixtures/slack)."""
+    env = os.environ.get("CLRK_SLACK_FIXTURES")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for base in [here.parent, *here.parents]:
+        candidate = base / "shared" / "fixtures" / "slack"
+        if candidate.is_dir():
+            return candidate
+        candidate = base.parent / "shared" / "fixtures" / "slack"
+        if candidate.is_dir():
+            return candidate
+    return here / "fixtures" / "slack"
+
+
+SLACK_FIXTURES = _find_fixtures()
+
+
+def need_server(what: str, reason: str) -> None:
+    """Skip on a laptop without the server; fail under CI so CI never passes by skipping."""
+    message = f"{what} unreachable: {reason}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: servers must be up)")
+    pytest.skip(message)
 
 
 @contextlib.contextmanager
