@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from clrk.runtime.sandbox import choose_sandbox
 from clrk.stack import (
     ALICE,
     BOB,
@@ -331,11 +332,12 @@ def run_demo(home: Path, manifest: Path) -> int:
     if home.exists():
         shutil.rmtree(home)
     started = time.monotonic()
-    print(f"clrk demo: starting the local stack in {home} ...")
+    print(f"clrk demo: starting the local stack in {home} (agent {manifest}) ...")
     stack = LocalStack(home, manifest)
     with stack as info:
         print(f"  slack emulator {info.emulator_url}  auth proxy {info.proxy_url}")
-        print(f"  ingress {info.ingress_url}  dispatcher (1 worker)  agent {info.agent}")
+        sandbox = choose_sandbox().kind  # the dispatcher makes the same choice
+        print(f"  ingress {info.ingress_url}  dispatcher (1 worker, sandbox: {sandbox})")
         print("playing the conversation (-> delivered by Slack, <- replied by the agent):")
         script = default_script()
         demo = Demo(info, script)

@@ -15,6 +15,7 @@ from runtime_helpers import agent_python
 from clrk.errors import SandboxError
 from clrk.runtime import _mounts
 from clrk.runtime.sandbox import RunResult, RunSpec, Sandbox, choose_sandbox
+from support import need_server
 
 HAS_BWRAP = shutil.which("bwrap") is not None
 
@@ -22,14 +23,14 @@ HAS_BWRAP = shutil.which("bwrap") is not None
 @pytest.fixture(params=["bwrap", "subprocess"])
 def sandbox(request: pytest.FixtureRequest) -> Sandbox:
     if request.param == "bwrap" and not HAS_BWRAP:
-        pytest.skip("bubblewrap is not installed")
+        need_server("bubblewrap", "bwrap is not installed (CI installs it)")
     return choose_sandbox(request.param)
 
 
 @pytest.fixture
 def bwrap() -> Sandbox:
     if not HAS_BWRAP:
-        pytest.skip("bubblewrap is not installed")
+        need_server("bubblewrap", "bwrap is not installed (CI installs it)")
     return choose_sandbox("bwrap")
 
 
@@ -205,3 +206,15 @@ async def test_missing_program_is_a_sandbox_error(sandbox: Sandbox) -> None:
     with pytest.raises(SandboxError) as info:
         await sandbox.run(spec)
     assert "/nonexistent/agent" in str(info.value)
+
+
+def test_auto_falls_back_when_bubblewrap_cannot_reach_python(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`auto` degrades to a warned plain subprocess; an explicit `bwrap` never does."""
+    if not HAS_BWRAP:
+        need_server("bubblewrap", "bwrap is not installed (CI installs it)")
+    monkeypatch.setattr(Sandbox, "python_problem", lambda self: "uid 65534 cannot reach /x")
+    assert choose_sandbox("auto").kind == "subprocess"
+    assert "cannot reach /x" in caplog.text and "weak isolation" in caplog.text
+    assert choose_sandbox("bwrap").kind == "bwrap"

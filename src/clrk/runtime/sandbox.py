@@ -160,7 +160,21 @@ def choose_sandbox(kind: str | None = None) -> Sandbox:
         # Never bubblewrap as real root: drop to an unprivileged uid first.
         uid = int(os.environ.get(SANDBOX_UID_ENV) or NOBODY)
         gid = int(os.environ.get(SANDBOX_GID_ENV) or uid)
-    return Sandbox("bwrap", uid=uid, gid=gid)
+    sandbox = Sandbox("bwrap", uid=uid, gid=gid)
+    problem = sandbox.python_problem() if wanted == "auto" else None
+    if problem:
+        # `auto` means the best isolation this host can give: a first `clrk demo` on a
+        # machine whose Python sits in a private home directory should still work, and
+        # say loudly how to get the real sandbox. CLRK_SANDBOX=bwrap refuses instead.
+        logger.warning(
+            "sandbox: bubblewrap cannot run agents here (%s); agents run as plain "
+            "subprocesses (weak isolation). Set %s=bwrap to refuse instead.",
+            problem,
+            SANDBOX_ENV,
+            extra={"action": "sandbox_weak"},
+        )
+        return Sandbox("subprocess")
+    return sandbox
 
 
 async def _supervise(
