@@ -10,6 +10,16 @@ import pytest
 
 from support import POSTGRES_URL, SLACK_FIXTURES, need_server
 
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each backend: a SQLite file, or a fresh Postgres database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'clrk.db'}"
+    return request.getfixturevalue("postgres_url")
+
 
 @pytest.fixture(scope="session")
 def slack_fixtures() -> Path:

@@ -11,15 +11,11 @@ from runtime_helpers import agent_python
 
 from clrk.manifest import TaskAgent, load_manifest
 
-BACKENDS = ["sqlite", "postgres"]
 
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty runtime database of each backend (Postgres: a fresh database per test)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'runtime.db'}"
-    return request.getfixturevalue("postgres_url")
+@pytest.fixture
+def db_url(backend_url: str) -> str:
+    """A URL of an empty database of each backend (see ``backend_url``)."""
+    return backend_url
 
 
 @pytest.fixture

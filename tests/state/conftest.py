@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from clrk.state import Store, open_store
 
-BACKENDS = ["sqlite", "postgres"]
 
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL of an empty database of each backend (Postgres: a fresh database per test)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    return request.getfixturevalue("postgres_url")
+@pytest.fixture
+def store_url(backend_url: str) -> str:
+    """A URL of an empty database of each backend (see ``backend_url``)."""
+    return backend_url
 
 
 @pytest.fixture
