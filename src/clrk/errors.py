@@ -127,6 +127,22 @@ class PermanentSlackError(SlackError):
     """An error that a retry cannot fix (``channel_not_found``, ``invalid_auth``, ...)."""
 
 
+class ReplyPending(ClrkError):
+    """A committed reply of an earlier run is still claimed and unsent: retry a little later.
+
+    Raised by a redelivered event whose turn is already done, so that the runtime keeps
+    retrying until that reply is out instead of calling the event handled.
+    """
+
+    def __init__(self, key: str, outbox_ids: list[str]) -> None:
+        self.key = key
+        self.outbox_ids = outbox_ids
+        super().__init__(
+            f"{len(outbox_ids)} reply(ies) on {key!r} committed by an earlier run are not yet "
+            "delivered (claimed by a run that may have died); retry after the claim expires"
+        )
+
+
 def mask_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``, for messages and logs."""
     parts = urlsplit(url)

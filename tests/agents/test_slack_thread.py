@@ -6,6 +6,7 @@ dispatcher sets), with a real SQLite store and the Slack emulator served over HT
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from clrk import envelope
 from clrk.agents import slack_thread
+from clrk.errors import ReplyPending
 from clrk.slack.emulator import create_app
 from clrk.slack.events import SlackMessage, parse_event
 from clrk.state import open_store
@@ -137,6 +139,43 @@ def test_a_reply_lost_by_a_crash_after_commit_is_sent_once(
             "select count(*) as n from clrk_outbox where sent_at is null", {}
         )
         assert row is not None and row["n"] == 0
+
+
+def test_a_retried_event_waits_for_the_reply_a_killed_run_had_claimed(
+    env, emulator, slack_fixtures, monkeypatch
+) -> None:
+    """Killed while posting; the runtime's retry must not call the event done unanswered."""
+    mention = _fixture(slack_fixtures, "app_mention_top_level.json")
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise SystemExit("killed while posting")
+
+    monkeypatch.setattr(slack_thread.slack_client, "post_reply", killed)
+    with pytest.raises(SystemExit):
+        _run(env, mention)
+    monkeypatch.undo()
+    # The retry comes before the dead run's claim expired: it is told to try again later.
+    with pytest.raises(ReplyPending) as info:
+        _run(env, mention)
+    assert info.value.key.endswith(":1784021532.401829")
+    assert _thread(emulator, "C07ZP1MEH5S", "1784021532.401829") == []
+    with open_store(env["DATABASE_URL"]) as store:
+        store.connector.execute("update clrk_outbox set claimed_until = 0", {})
+    # A later retry, after the claim ran out, sends it; one more finds nothing left to do.
+    assert _run(env, mention)["status"] == "duplicate"
+    assert len(_thread(emulator, "C07ZP1MEH5S", "1784021532.401829")) == 1
+    assert _run(env, mention)["status"] == "duplicate"
+    assert len(_thread(emulator, "C07ZP1MEH5S", "1784021532.401829")) == 1
+
+
+def test_main_turns_a_pending_reply_into_a_retryable_exit(monkeypatch, capsys) -> None:
+    def pending(envelopes: Any, env: Any = None) -> Any:
+        raise ReplyPending("T:C:1", ["o1"])
+
+    monkeypatch.setattr(slack_thread, "run", pending)
+    monkeypatch.setattr("sys.stdin", io.StringIO("{}"))
+    assert slack_thread.main() == 75
+    assert "not yet delivered" in capsys.readouterr().err
 
 
 def test_a_reply_already_visible_is_not_posted_again(env, emulator, slack_fixtures) -> None:

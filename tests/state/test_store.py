@@ -202,6 +202,19 @@ def test_outbox_claims_hide_entries_until_they_expire(store: Store) -> None:
     assert store.pending_outbox(claim_seconds=0.2) == []
 
 
+def test_unsent_entries_of_one_key_include_claimed_ones(store: Store) -> None:
+    with store.turn("a") as turn:
+        a_id = turn.add_outbox({"n": 1})
+    with store.turn("b") as turn:
+        turn.add_outbox({"n": 2})
+    assert [e.id for e in store.pending_outbox(claim_seconds=30)] != []  # claimed by "a deliverer"
+    assert [e.id for e in store.pending_outbox(key="a")] == [a_id], "claimed, still unsent"
+    store.mark_sent(a_id)
+    assert store.pending_outbox(key="a") == []
+    with pytest.raises(ValueError):
+        store.pending_outbox(key="a", claim_seconds=1)
+
+
 # -- values --------------------------------------------------------------------------------
 
 

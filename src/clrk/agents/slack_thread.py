@@ -10,7 +10,8 @@ does the five steps of DESIGN.md:
    (in the outbox) -- a retried event finds its id consumed and stops before any work;
 5. **reply**: only after that commit, the outbox entry is posted to the thread with
    metadata naming it, then marked sent. An entry left unsent by a crash is redelivered by
-   the next run on the thread, unless Slack already shows a message carrying its id.
+   the next run (the runtime's retry of the crashed event is one), unless Slack already
+   shows a message carrying its id.
 
 stdin is one CloudEvents envelope (or a list of them, for ``onBusy: coalesce``); stdout is one
 JSON object saying what happened.
@@ -30,7 +31,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import START, MessagesState, StateGraph
 
 from clrk.agents.model import load_chat_model
-from clrk.errors import AlreadyConsumed, ConfigError
+from clrk.errors import AlreadyConsumed, ClrkError, ConfigError, ReplyPending
 from clrk.slack import client as slack_client
 from clrk.slack.events import Ignored, ReplyPolicy, SlackMessage, parse_event
 from clrk.state import open_store
@@ -202,6 +203,11 @@ def run(envelopes: list[dict[str, Any]], env: dict[str, str] | None = None) -> d
                     )
                 turn.state = meta
         except AlreadyConsumed as exc:
+            # The turn was done by an earlier run. If that run died before its reply went
+            # out (still claimed, so not yet ours to send), fail so the runtime retries.
+            stuck = [e.id for e in store.pending_outbox(key=key)]
+            if stuck:
+                raise ReplyPending(key, stuck) from exc
             return {"status": "duplicate", "event_ids": exc.event_ids}
         posted = deliver_outbox(store, client, fresh=fresh)
     return {
@@ -214,7 +220,11 @@ def run(envelopes: list[dict[str, Any]], env: dict[str, str] | None = None) -> d
 
 
 def main() -> int:
-    result = run(_read_envelopes(sys.stdin.read()))
+    try:
+        result = run(_read_envelopes(sys.stdin.read()))
+    except ClrkError as exc:  # one line for `clrk invocations`; non-zero means retry
+        print(f"clrk.agents.slack_thread: {exc}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0

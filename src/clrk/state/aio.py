@@ -86,9 +86,9 @@ class AsyncStore:
         return await asyncio.to_thread(self.store.delete, key)
 
     async def pending_outbox(
-        self, limit: int = 100, claim_seconds: float | None = None
+        self, limit: int = 100, claim_seconds: float | None = None, key: str | None = None
     ) -> list[OutboxEntry]:
-        return await asyncio.to_thread(self.store.pending_outbox, limit, claim_seconds)
+        return await asyncio.to_thread(self.store.pending_outbox, limit, claim_seconds, key)
 
     async def mark_sent(self, entry_id: str) -> bool:
         return await asyncio.to_thread(self.store.mark_sent, entry_id)

@@ -127,9 +127,17 @@ def delete_thread(db: Connector, queries: dict[str, str], key: str) -> bool:
 
 
 def pending_outbox(
-    db: Connector, queries: dict[str, str], limit: int, claim_seconds: float | None
+    db: Connector,
+    queries: dict[str, str],
+    limit: int,
+    claim_seconds: float | None,
+    key: str | None = None,
 ) -> list[OutboxEntry]:
-    if claim_seconds is None:
+    if key is not None:
+        if claim_seconds is not None:
+            raise ValueError("claiming is for deliverers of every key; pass key or claim_seconds")
+        rows = db.fetch_all(queries["outbox_pending_for_key"], {"limit": limit, "key": key})
+    elif claim_seconds is None:
         rows = db.fetch_all(queries["outbox_pending"], {"limit": limit})
     else:
         params = {"limit": limit, "claim_seconds": float(claim_seconds)}
@@ -191,15 +199,15 @@ class Store:
         return delete_thread(self.connector, self.queries, key)
 
     def pending_outbox(
-        self, limit: int = 100, claim_seconds: float | None = None
+        self, limit: int = 100, claim_seconds: float | None = None, key: str | None = None
     ) -> list[OutboxEntry]:
-        """Committed, unsent outbox entries, oldest first.
+        """Committed, unsent outbox entries, oldest first (only ``key``'s, when given).
 
         With ``claim_seconds``, each returned entry is claimed for that long, so concurrent
         deliverers do not get it at the same time; if it is not marked sent by then (the
         deliverer died), a later call returns it again.
         """
-        return pending_outbox(self.connector, self.queries, limit, claim_seconds)
+        return pending_outbox(self.connector, self.queries, limit, claim_seconds, key)
 
     def mark_sent(self, entry_id: str) -> bool:
         """Record a delivery; ``False`` if the entry was already marked or does not exist."""

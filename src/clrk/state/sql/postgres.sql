@@ -121,6 +121,12 @@ select id, key, version, seq, payload, created_at, attempts
 from clrk_outbox where sent_at is null
 order by created_at, key, version, seq limit :limit
 
+-- name: outbox_pending_for_key
+-- The same, for one key: what an earlier run on it left unsent.
+select id, key, version, seq, payload, created_at, attempts
+from clrk_outbox where key = :key and sent_at is null
+order by created_at, version, seq limit :limit
+
 -- name: outbox_claim
 -- Like outbox_pending, but takes the entries for :claim_seconds so that concurrent
 -- deliverers do not send the same entry at once; an expired claim is taken again.
