@@ -141,6 +141,20 @@ def test_a_reply_lost_by_a_crash_after_commit_is_sent_once(
         assert row is not None and row["n"] == 0
 
 
+def test_a_batch_mixing_a_done_event_with_a_new_one_answers_the_new_one(
+    env, emulator, slack_fixtures
+) -> None:
+    """onBusy interrupt re-runs an event that may have committed just before the kill."""
+    mention = _fixture(slack_fixtures, "app_mention_top_level.json")
+    follow_up = _fixture(slack_fixtures, "app_mention_in_thread.json")
+    assert _run(env, mention)["turn"] == 1
+    batch = _run(env, mention, follow_up)
+    assert batch["status"] == "ok" and batch["turn"] == 2
+    assert batch["reply"] is not None and "turn 2" in batch["reply"]
+    assert len(_thread(emulator, "C07ZP1MEH5S", "1784021532.401829")) == 2
+    assert _run(env, mention, follow_up)["status"] == "duplicate"
+
+
 def test_a_retried_event_waits_for_the_reply_a_killed_run_had_claimed(
     env, emulator, slack_fixtures, monkeypatch
 ) -> None:

@@ -351,23 +351,30 @@ async def test_on_busy_reject_refuses_while_a_turn_is_in_flight(
     assert [entry["ns"] for entry in read_log("rejecting") if entry["kind"] == "start"] == [[0]]
 
 
-async def test_on_busy_interrupt_cancels_the_running_turn(
+async def test_on_busy_interrupt_reruns_the_cancelled_turn_with_the_newer_event(
     sqlite_url: str, make_agent: Make
 ) -> None:
     agent = stateful(make_agent, "interrupting", onBusy="interrupt")
     with Inbox.open(sqlite_url) as inbox:
         inbox.apply(agent)
         dispatcher, task = await with_dispatcher(sqlite_url)
-        first = put(inbox, agent, 0, "t", gate="never")  # would wait forever
-        await until(lambda: (data_dir("interrupting") / "started-never").exists(), "first run")
+        first = put(inbox, agent, 0, "t", gate="g0")  # waits until released
+        await until(lambda: (data_dir("interrupting") / "started-g0").exists(), "first run")
         second = put(inbox, agent, 1, "t")
+
+        def starts() -> list[object]:
+            return [e["ns"] for e in read_log("interrupting") if e["kind"] == "start"]
+
+        await until(lambda: len(starts()) == 2, "the run after the interrupt")
+        release("interrupting", "g0")
         await until(lambda: inbox.pending() == 0, "drain")
         await stop(dispatcher, task)
         old, new = inbox.invocation(first), inbox.invocation(second)
-    assert old is not None and old["status"] == "cancelled" and "interrupted" in old["reason"]
-    assert new is not None and new["status"] == "succeeded"
+    assert starts() == [[0], [0, 1]], "the interrupted event runs again, with the newer one"
     ended = [entry["ns"] for entry in read_log("interrupting") if entry["kind"] == "end"]
-    assert ended == [[1]]  # the interrupted turn never reached its end (nothing committed)
+    assert ended == [[0, 1]]  # the interrupted turn never reached its end (nothing committed)
+    assert old is not None and old["status"] == "succeeded" and old["attempts"] == 2
+    assert new is not None and new["status"] == "coalesced" and new["coalesced_into"] == first
 
 
 async def test_sync_mode_answers_with_the_agents_stdout(sqlite_url: str, make_agent: Make) -> None:

@@ -149,7 +149,7 @@ def test_reject_refuses_an_event_while_its_partition_is_busy(db_url: str, make_a
         assert row is not None and "partition busy" in row["reason"]
 
 
-def test_interrupt_flags_the_running_turn_and_supersedes_waiting(
+def test_interrupt_flags_the_running_turn_and_its_retry_takes_everything_waiting(
     db_url: str, make_agent: Make
 ) -> None:
     with Inbox.open(db_url) as inbox:
@@ -157,13 +157,20 @@ def test_interrupt_flags_the_running_turn_and_supersedes_waiting(
         inbox.apply(agent)
         running = put(inbox, agent, "e1")
         claim = inbox.claim("w", 30)
-        assert claim is not None and claim.id == running
+        assert claim is not None and claim.id == running and claim.batched
         waiting = put(inbox, agent, "e2")
         assert inbox.poll("w")[1] == 1
         assert inbox.cancel_requests("w") == [running]
         newest = put(inbox, agent, "e3")
+        assert inbox.claim("w", 30) is None, "the partition is still held"
+        # The dispatcher kills the run and queues its event again.
+        inbox.retry(claim, 0.0, reason="interrupted")
+        again = inbox.claim("w", 30)
+        assert again is not None and again.id == running and again.attempt == 2
+        assert again.member_ids == [running, waiting, newest]
+        assert again.fence > claim.fence
         row = inbox.invocation(waiting)
-        assert row is not None and row["status"] == "cancelled" and newest in row["reason"]
+        assert row is not None and row["status"] == "coalesced"
 
 
 def test_runtime_tables_survive_reopen(tmp_path: Path, make_agent: Make) -> None:

@@ -146,69 +146,45 @@ def run(envelopes: list[dict[str, Any]], env: dict[str, str] | None = None) -> d
     env = dict(os.environ if env is None else env)
     bot_user = env.get("SLACK_BOT_USER_ID")
     bot_id = env.get("SLACK_BOT_ID")
-    parsed = [
-        parse_event(e.get("data") or {}, bot_user_id=bot_user, bot_id=bot_id) for e in envelopes
+    events = [
+        (
+            str(e.get("id") or ""),
+            parse_event(e.get("data") or {}, bot_user_id=bot_user, bot_id=bot_id),
+        )
+        for e in envelopes
     ]
-    messages = [p for p in parsed if isinstance(p, SlackMessage)]
+    messages = [p for _, p in events if isinstance(p, SlackMessage)]
     if not messages:
-        reasons = [p.reason for p in parsed if isinstance(p, Ignored)]
+        reasons = [p.reason for _, p in events if isinstance(p, Ignored)]
         return {"status": "ignored", "reasons": reasons}
 
     key = env.get("CLRK_PARTITION_KEY") or messages[0].key
     fence = int(env["CLRK_FENCE"]) if env.get("CLRK_FENCE") else None
-    event_ids = [str(e.get("id")) for e in envelopes if e.get("id")]
-    root = messages[0]
     url = database_url(env)
     client = slack_client.make_client(
         base_url=env.get("SLACK_API_URL"), token=env.get("SLACK_BOT_TOKEN")
     )
-    policy = ReplyPolicy.from_env(env)
+    thread = _Thread(key, fence, url, env, policy=ReplyPolicy.from_env(env), bot_user=bot_user)
 
     with open_store(url) as store:
         deliver_outbox(store, client, fresh=set())  # repair a crash after a past commit
-        try:
-            with store.turn(key, consumes=event_ids, fence=fence) as turn:
-                meta = dict(turn.state or {})
-                updates, has_new = _history_updates(messages, bot_user)
-                reply_text = None
-                with make_checkpointer(url) as saver:
-                    graph = build_graph(load_chat_model(env.get("CLRK_CHAT_MODEL"))).compile(
-                        checkpointer=saver
-                    )
-                    config = {"configurable": {"thread_id": key}}
-                    wants_reply = has_new and any(
-                        policy.should_reply(m, bot_in_thread=bool(meta.get("bot_in_thread")))
-                        for m in messages
-                    )
-                    if wants_reply:
-                        out = graph.invoke({"messages": updates}, config, durability="exit")
-                        reply_text = str(out["messages"][-1].content)
-                    elif updates:
-                        # Remember what was said without answering: the next answer sees it.
-                        graph.update_state(config, {"messages": updates}, as_node="respond")
-                meta["turns"] = int(meta.get("turns", 0)) + 1
-                fresh: set[str] = set()
-                if reply_text is not None:
-                    meta["bot_in_thread"] = True
-                    fresh.add(
-                        turn.add_outbox(
-                            {
-                                "kind": REPLY_KIND,
-                                "channel": root.channel,
-                                "thread_ts": root.thread_ts,
-                                "text": reply_text,
-                                "turn": meta["turns"],
-                            }
-                        )
-                    )
-                turn.state = meta
-        except AlreadyConsumed as exc:
-            # The turn was done by an earlier run. If that run died before its reply went
-            # out (still claimed, so not yet ours to send), fail so the runtime retries.
-            stuck = [e.id for e in store.pending_outbox(key=key)]
-            if stuck:
-                raise ReplyPending(key, stuck) from exc
-            return {"status": "duplicate", "event_ids": exc.event_ids}
+        while True:
+            try:
+                meta, reply_text, fresh = thread.turn(store, events)
+                break
+            except AlreadyConsumed as exc:
+                # A batch (onBusy coalesce/interrupt) may mix events an earlier run already
+                # committed with new ones: take the turn again with the new ones only.
+                events = [(i, p) for i, p in events if i not in exc.event_ids]
+                if any(isinstance(p, SlackMessage) for _, p in events):
+                    continue
+                # The turn was done by an earlier run. If that run died before its reply
+                # went out (still claimed, so not yet ours to send), fail so the runtime
+                # retries.
+                stuck = [e.id for e in store.pending_outbox(key=key)]
+                if stuck:
+                    raise ReplyPending(key, stuck) from exc
+                return {"status": "duplicate", "event_ids": exc.event_ids}
         posted = deliver_outbox(store, client, fresh=fresh)
     return {
         "status": "ok",
@@ -217,6 +193,67 @@ def run(envelopes: list[dict[str, Any]], env: dict[str, str] | None = None) -> d
         "reply": reply_text,
         "posted": posted,
     }
+
+
+class _Thread:
+    """One thread's turn: the graph continued on its messages, committed with the reply."""
+
+    def __init__(
+        self,
+        key: str,
+        fence: int | None,
+        url: str,
+        env: Mapping[str, str],
+        *,
+        policy: ReplyPolicy,
+        bot_user: str | None,
+    ) -> None:
+        self.key, self.fence, self.url, self.env = key, fence, url, env
+        self.policy, self.bot_user = policy, bot_user
+
+    def turn(
+        self, store: Any, events: list[tuple[str, Any]]
+    ) -> tuple[dict[str, Any], str | None, set[str]]:
+        """Commit one turn consuming ``events``: (thread metadata, reply text, outbox ids)."""
+        messages = [p for _, p in events if isinstance(p, SlackMessage)]
+        root = messages[0]
+        event_ids = [i for i, _ in events if i]
+        with store.turn(self.key, consumes=event_ids, fence=self.fence) as turn:
+            meta = dict(turn.state or {})
+            updates, has_new = _history_updates(messages, self.bot_user)
+            reply_text = None
+            with make_checkpointer(self.url) as saver:
+                graph = build_graph(load_chat_model(self.env.get("CLRK_CHAT_MODEL"))).compile(
+                    checkpointer=saver
+                )
+                config = {"configurable": {"thread_id": self.key}}
+                wants_reply = has_new and any(
+                    self.policy.should_reply(m, bot_in_thread=bool(meta.get("bot_in_thread")))
+                    for m in messages
+                )
+                if wants_reply:
+                    out = graph.invoke({"messages": updates}, config, durability="exit")
+                    reply_text = str(out["messages"][-1].content)
+                elif updates:
+                    # Remember what was said without answering: the next answer sees it.
+                    graph.update_state(config, {"messages": updates}, as_node="respond")
+            meta["turns"] = int(meta.get("turns", 0)) + 1
+            fresh: set[str] = set()
+            if reply_text is not None:
+                meta["bot_in_thread"] = True
+                fresh.add(
+                    turn.add_outbox(
+                        {
+                            "kind": REPLY_KIND,
+                            "channel": root.channel,
+                            "thread_ts": root.thread_ts,
+                            "text": reply_text,
+                            "turn": meta["turns"],
+                        }
+                    )
+                )
+            turn.state = meta
+        return meta, reply_text, fresh
 
 
 def main() -> int:

@@ -8,8 +8,9 @@ and the poll stays cheap enough to run every ~50 ms.
 
 Outcomes: exit 0 with one JSON object on stdout succeeds; anything else is retried with
 exponential backoff (``backoffSeconds * 2**(attempt-1)``), then dead-lettered with the
-reason kept. An interrupted run is cancelled. A worker that lost its lease has its
-outcome refused by the fence and discards it.
+reason kept. An interrupted run (``onBusy: interrupt``) is killed and its event queued
+again, to run at once together with the newer events of its partition. A worker that lost
+its lease has its outcome refused by the fence and discards it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ DEFAULT_STOP_TIMEOUT_SECONDS = 30.0
 RECLAIM_SECONDS = 0.5
 STDERR_KEEP_CHARS = 2000
 STORE_DOWN_SLEEP_SECONDS = 1.0
+INTERRUPTED = "interrupted by a newer event on its partition; runs again with it"
 
 
 @dataclass
@@ -167,7 +169,7 @@ class Dispatcher:
         for invocation_id in await asyncio.to_thread(inbox.cancel_requests, self.worker_id):
             run = self._runs.get(invocation_id)
             if run is not None and not run.cancel.is_set():
-                run.why_cancelled = "interrupted by a newer event on its partition"
+                run.why_cancelled = INTERRUPTED
                 run.cancel.set()
 
     async def _renew_forever(self, inbox: Inbox) -> None:
@@ -231,7 +233,7 @@ class Dispatcher:
             base = self.data_dir or config.data_dir()
             data_dir = str(sandbox.prepare_data_dir(base / "agents" / agent.name))
             env["CLRK_DATA_DIR"] = data_dir
-        if claim.coalesced:
+        if claim.batched:
             stdin = ("[" + ",".join(claim.envelopes) + "]").encode()  # CloudEvents batch
         else:
             stdin = claim.envelopes[0].encode()
@@ -250,6 +252,10 @@ class Dispatcher:
         claim = run.claim
         stderr = result.stderr_tail.decode("utf-8", "replace")[-STDERR_KEEP_CHARS:]
         common: dict[str, Any] = {"exit_code": result.exit_code, "stderr_tail": stderr}
+        if result.cancelled and run.why_cancelled == INTERRUPTED:
+            # Its uncommitted work is gone; its event runs again at once, with the newer ones.
+            await self._record(inbox, claim, "retry", 0.0, reason=INTERRUPTED, **common)
+            return
         if result.cancelled:
             await self._record(
                 inbox, claim, "finish", "cancelled", reason=run.why_cancelled, **common

@@ -7,7 +7,9 @@ transaction, over the connector of :mod:`clrk.state` (SQLite or Postgres, same c
   interrupt against what is in flight on its partition;
 * **claim** picks the oldest runnable event whose partition is free and whose agent is below
   ``maxConcurrent``, takes a lease on the partition with a new fencing token, and (with
-  ``onBusy: coalesce``) folds the partition's other waiting events into the same run;
+  ``onBusy: coalesce`` or ``interrupt``) folds the partition's other waiting events into the
+  same run -- for ``interrupt`` that includes the interrupted event, queued again by the
+  dispatcher, so a cancelled turn's message is answered with the newer one, not dropped;
 * **finish**/**retry** only succeed for the lease holder with the current fence, so a
   worker that lost its lease cannot overwrite the outcome of the next one.
 
@@ -31,6 +33,7 @@ from clrk.state.queries import load_queries
 
 TERMINAL = frozenset({"succeeded", "dead", "rejected", "cancelled"})
 STATUSES = ("queued", "running", "succeeded", "dead", "rejected", "cancelled", "coalesced")
+BATCHING = frozenset({"coalesce", "interrupt"})  # onBusy modes whose runs take every waiting event
 _CLAIM_LOCK_KEY = 0x636C726B_0001  # pg_advisory_xact_lock key of the claim section
 
 
@@ -56,8 +59,9 @@ class Claim:
     member_ids: list[str]  # invocation ids in this run (more than one when coalesced)
 
     @property
-    def coalesced(self) -> bool:
-        return self.agent.spec.on_busy == "coalesce"
+    def batched(self) -> bool:
+        """Whether the run reads a CloudEvents batch (a JSON array), even of one event."""
+        return self.agent.spec.on_busy in BATCHING
 
 
 class Inbox:
@@ -157,7 +161,6 @@ class Inbox:
                 return raced
             if on_busy == "interrupt":
                 self.connector.execute(self.queries["request_cancel_running"], key)
-                self.connector.execute(self.queries["supersede_queued"], {**key, "newer": new_id})
         return Enqueued(new_id, duplicate=False, status=status)
 
     def _by_event(self, agent: str, event_id: str) -> Enqueued | None:
@@ -187,7 +190,7 @@ class Inbox:
                 return None
             agent = _manifest(row["manifest"])
             key = {"agent": row["agent"], "partition_key": row["partition_key"]}
-            if agent.spec.on_busy == "coalesce":
+            if agent.spec.on_busy in BATCHING:
                 self.connector.execute(q["coalesce_waiting"], {**key, "leader": row["id"]})
             lease = {"owner": owner, "lease_seconds": lease_seconds}
             fenced = self.connector.fetch_one(

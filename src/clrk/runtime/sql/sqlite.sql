@@ -54,16 +54,10 @@ where agent = :agent and partition_key = :partition_key and status in ('queued',
 order by seq limit 1
 
 -- name: request_cancel_running
--- onBusy interrupt: the dispatcher that runs it sees the flag and kills the run.
+-- onBusy interrupt: the dispatcher that runs it sees the flag, kills the run and queues
+-- its event again, to run together with the newer ones.
 update clrk_invocations set cancel_requested = 1
 where agent = :agent and partition_key = :partition_key and status = 'running'
-
--- name: supersede_queued
--- onBusy interrupt: events still waiting on the partition are replaced by the newest one.
-update clrk_invocations
-set status = 'cancelled', reason = 'superseded by ' || :newer,
-    finished_at = (julianday('now') - 2440587.5) * 86400.0
-where agent = :agent and partition_key = :partition_key and status = 'queued' and id <> :newer
 
 -- name: claim_possible
 -- Read without the write lock before claiming: most attempts find nothing to do, and
@@ -122,7 +116,8 @@ order by i.seq
 limit 1
 
 -- name: coalesce_waiting
--- onBusy coalesce: every other event waiting on the partition joins the leader's run.
+-- onBusy coalesce and interrupt: every other event waiting on the partition joins the
+-- leader's run.
 update clrk_invocations set status = 'coalesced', coalesced_into = :leader
 where agent = :agent and partition_key = :partition_key and status = 'queued' and id <> :leader
 
