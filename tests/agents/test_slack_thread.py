@@ -77,6 +77,8 @@ def test_a_mention_gets_one_reply_in_its_thread(env, emulator, slack_fixtures) -
     assert [r["text"] for r in replies] == [result["reply"]]
     assert replies[0]["thread_ts"] == "1784021532.401829"
     assert replies[0]["metadata"]["event_payload"]["outbox_id"] == result["posted"][0]
+    # It names the message it answers, so `clrk slack say` can find its own reply.
+    assert replies[0]["metadata"]["event_payload"]["answers"] == body["event"]["ts"]
 
 
 def test_a_redelivered_event_does_no_second_turn(env, emulator, slack_fixtures) -> None:

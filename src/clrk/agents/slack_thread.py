@@ -41,6 +41,11 @@ DATABASE_ENV = "DATABASE_URL"
 REPLY_KIND = "slack.reply"
 # Long enough to post a reply (with 429 retries); a dead run's entry returns after it.
 CLAIM_SECONDS = 10.0
+NOT_SAID = (
+    "edit",
+    "delete",
+    "assistant_thread_started",
+)  # message kinds nobody awaits an answer to
 
 
 def database_url(env: Mapping[str, str]) -> str:
@@ -133,7 +138,13 @@ def deliver_outbox(store: Any, client: Any, *, fresh: set[str]) -> list[str]:
                 text=payload["text"],
                 metadata={
                     "event_type": "clrk_reply",
-                    "event_payload": {"outbox_id": entry.id, "turn": payload.get("turn", 0)},
+                    "event_payload": {
+                        "outbox_id": entry.id,
+                        "turn": payload.get("turn", 0),
+                        # The ts of the messages this reply answers (so a sender can find
+                        # its own answer); a string, as flat payloads suit Slack best.
+                        "answers": ",".join(payload.get("answers", [])),
+                    },
                 },
             )
             posted.append(entry.id)
@@ -249,6 +260,7 @@ class _Thread:
                             "thread_ts": root.thread_ts,
                             "text": reply_text,
                             "turn": meta["turns"],
+                            "answers": [m.ts for m in messages if m.kind not in NOT_SAID],
                         }
                     )
                 )

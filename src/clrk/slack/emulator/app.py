@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import secrets
 import time
 import uuid
@@ -33,6 +34,11 @@ DEFAULT_BOT_TOKEN = "xoxb-emulator-0000000000-clrk-local-only"
 DEFAULT_USER_ID = "U05HX8T2LMQ"
 DEFAULT_CHANNELS = {"C07ZP1MEH5S": "proj-support", "D07ZN4F2Q1A": "dm-thread-agent"}
 _EVENT_ID_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+
+
+# Channel (C), DM (D) and group (G) ids; message timestamps are "seconds.micros" strings.
+CHANNEL_ID = re.compile(r"[CDG][A-Z0-9]+")
+MESSAGE_TS = re.compile(r"\d+\.\d+")
 
 
 class _BadInput(ValueError):
@@ -141,9 +147,15 @@ class Emulator:
     async def say_endpoint(self, request: Request) -> Response:
         body = await _json_object(request)
         channel = _required_str(body, "channel")
+        if not CHANNEL_ID.fullmatch(channel):
+            raise _BadInput(
+                f"channel {channel!r} is not a Slack conversation id (like C07ZP1MEH5S)"
+            )
         text = _required_str(body, "text")
         user = _optional_str(body, "user") or DEFAULT_USER_ID
         thread_ts = _optional_str(body, "thread_ts")
+        if thread_ts is not None and not MESSAGE_TS.fullmatch(thread_ts):
+            raise _BadInput(f"thread_ts {thread_ts!r} is not a Slack ts (like 1784021532.401829)")
         return JSONResponse(self.say(channel, text, user, thread_ts))
 
     async def redeliver(self, request: Request) -> Response:
