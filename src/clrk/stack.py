@@ -83,6 +83,14 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def _ended(returncode: int) -> str:
+    """How a server ended, in words: "was killed by SIGKILL" rather than "-9"."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with code {returncode}"
+
+
 def tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -264,7 +272,8 @@ class LocalStack:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
                 raise StackError(
-                    f"{name} exited with {proc.returncode}:\n{tail(self.logs / f'{name}.log')}"
+                    f"{name} {_ended(proc.returncode)}; the end of its log:\n"
+                    f"{tail(self.logs / f'{name}.log') or '(empty)'}"
                 )
 
     def stop(self) -> None:

@@ -16,6 +16,7 @@ from clrk.slack.events import (
     ReplyPolicy,
     SlackMessage,
     parse_event,
+    without_mention,
 )
 from support import SLACK_FIXTURES
 
@@ -282,3 +283,13 @@ def test_public_surface_is_listed() -> None:
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert set(clrk.slack.__all__) == public  # the order is ruff's (RUF022)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["<@UBOT> hi <@UBOT|thread-agent>!", "<@UBOT|thread agent> hi <@UBOT>!"],
+)
+def test_the_bots_mention_is_removed_labelled_or_not(text: str) -> None:
+    assert " ".join(without_mention(text, "UBOT").split()) == "hi !"
+    assert without_mention("<@UOTHER|x> hi", "UBOT") == "<@UOTHER|x> hi"
+    assert without_mention("<@UBOT> hi", None) == "<@UBOT> hi"

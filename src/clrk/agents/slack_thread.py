@@ -33,7 +33,7 @@ from langgraph.graph import START, MessagesState, StateGraph
 from clrk.agents.model import load_chat_model
 from clrk.errors import AlreadyConsumed, ClrkError, ConfigError, ReplyPending
 from clrk.slack import client as slack_client
-from clrk.slack.events import Ignored, ReplyPolicy, SlackMessage, parse_event
+from clrk.slack.events import Ignored, ReplyPolicy, SlackMessage, parse_event, without_mention
 from clrk.state import open_store
 from clrk.state.langgraph import ClrkSaver
 
@@ -91,9 +91,7 @@ def _read_envelopes(raw: str) -> list[dict[str, Any]]:
 
 def spoken_text(text: str, bot_user_id: str | None) -> str:
     """The message as said to the bot: its own @mention removed, whitespace tidied."""
-    if bot_user_id:
-        text = text.replace(f"<@{bot_user_id}>", " ")
-    return " ".join(text.split())
+    return " ".join(without_mention(text, bot_user_id).split())
 
 
 def _history_updates(

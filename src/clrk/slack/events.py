@@ -388,8 +388,15 @@ def _bot_reason(
     return "our own bot" if own else "another bot"
 
 
-def _mentions(text: str, bot_user_id: str | None) -> bool:
+def _mention_pattern(user_id: str) -> re.Pattern[str]:
     # Slack writes a mention as <@U123> or <@U123|display-name>.
-    return (
-        bool(bot_user_id) and re.search(rf"<@{re.escape(bot_user_id or '')}[>|]", text) is not None
-    )
+    return re.compile(rf"<@{re.escape(user_id)}(?:\|[^>]*)?>")
+
+
+def _mentions(text: str, bot_user_id: str | None) -> bool:
+    return bool(bot_user_id) and _mention_pattern(bot_user_id or "").search(text) is not None
+
+
+def without_mention(text: str, user_id: str | None) -> str:
+    """``text`` with every @mention of ``user_id`` (labelled or not) replaced by a space."""
+    return _mention_pattern(user_id).sub(" ", text) if user_id else text
