@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from clrk.errors import ManifestError
-from clrk.manifest import TaskAgent, load_manifest
+from clrk.manifest import InvalidManifest, TaskAgent, load_manifest
 
 VALID = """
 apiVersion: clrk.dev/v1
@@ -116,3 +116,81 @@ def test_example_echo_manifest_is_valid() -> None:
     example = Path(__file__).resolve().parents[1] / "examples" / "echo" / "agent.yaml"
     agent = load_manifest(example)
     assert agent.name == "echo"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "reason"),
+    [
+        ("maxConcurrent: 4", "maxConcurrent: true", "spec.maxConcurrent", "integer, got true"),
+        ("maxConcurrent: 4", 'maxConcurrent: "4"', "spec.maxConcurrent", 'integer, got "4"'),
+        ("maxConcurrent: 4", "maxConcurrent: 2.5", "spec.maxConcurrent", "integer, got 2.5"),
+        ("timeoutSeconds: 120", "timeoutSeconds: yes", "spec.timeoutSeconds", "number, got true"),
+        ("timeoutSeconds: 120", 'timeoutSeconds: "9"', "spec.timeoutSeconds", 'number, got "9"'),
+        ("{max: 3,", "{max: true,", "spec.retries.max", "integer, got true"),
+        ("backoffSeconds: 2}", "backoffSeconds: false}", "spec.retries.backoffSeconds", "number"),
+    ],
+)
+def test_bools_and_strings_are_not_coerced_to_numbers(
+    old: str, new: str, field: str, reason: str
+) -> None:
+    assert old in VALID
+    with pytest.raises(ManifestError) as info:
+        load_manifest(VALID.replace(old, new, 1))
+    assert info.value.field == field
+    assert reason in info.value.reason
+
+
+def test_numbers_may_be_ints_or_floats_where_they_are_seconds() -> None:
+    agent = load_manifest(
+        VALID.replace("timeoutSeconds: 120", "timeoutSeconds: 1.5").replace(
+            "backoffSeconds: 2}", "backoffSeconds: 0.25}"
+        )
+    )
+    assert agent.spec.timeout_seconds == 1.5 and agent.spec.retries.backoff_seconds == 0.25
+    assert load_manifest(VALID).spec.timeout_seconds == 120
+
+
+def test_every_invalid_field_is_reported() -> None:
+    text = (
+        VALID.replace("name: DATABASE_URL", "name: 1BAD").replace("onBusy: coalesce", "onBusy: x")
+        + "  network: nope\n"
+    )
+    with pytest.raises(InvalidManifest) as info:
+        load_manifest(text)
+    fields = [problem.field for problem in info.value.problems]
+    assert fields == ["spec.template.spec.env[0].name", "spec.onBusy", "spec.network"]
+    lines = str(info.value).splitlines()
+    assert [line.split(":")[0] for line in lines] == fields
+    assert info.value.field == fields[0]  # still usable as a plain ManifestError
+
+
+def test_working_dir_must_exist_when_applied(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(VALID.replace("      env:", "      workingDir: ./missing\n      env:"))
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)
+    assert info.value.field == "spec.template.spec.workingDir"
+    assert f"{tmp_path / 'missing'} does not exist" in info.value.reason
+    (tmp_path / "missing").write_text("a file")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)
+    assert "not a directory" in info.value.reason
+
+
+def test_stored_manifest_with_a_since_removed_working_dir_still_loads(tmp_path: Path) -> None:
+    folder = tmp_path / "agent"
+    folder.mkdir()
+    path = folder / "agent.yaml"
+    path.write_text(VALID.replace("      env:", "      workingDir: .\n      env:"))
+    stored = load_manifest(path).to_dict()
+    path.unlink()
+    folder.rmdir()
+    # The inbox loads stored manifests as data: listing and deleting must keep working.
+    assert load_manifest(stored).spec.template.spec.working_dir == str(folder.resolve())
+
+
+def test_a_directory_is_not_a_manifest_file(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError) as info:
+        load_manifest(tmp_path)
+    assert info.value.field == "<file>"
+    assert "is a directory" in info.value.reason

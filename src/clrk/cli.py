@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from clrk.cli_types import existing_file, positive_float
 from clrk.config import data_dir
 from clrk.errors import ClrkError, ConfigError
 
@@ -87,12 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the scripted Slack conversation end to end")
     demo.add_argument("--home", help="data directory (default: $CLRK_HOME/demo, wiped first)")
-    demo.add_argument("--manifest", help="TaskAgent manifest (default: the slack-thread example)")
+    demo.add_argument(
+        "--manifest",
+        type=existing_file,
+        help="TaskAgent manifest (default: the slack-thread example)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     up = sub.add_parser("up", help="start the local stack and leave it running")
     up.add_argument("--home", help="data directory (default: $CLRK_HOME, else ./.clrk)")
-    up.add_argument("--manifest", help="TaskAgent manifest (default: the slack-thread example)")
+    up.add_argument(
+        "--manifest",
+        type=existing_file,
+        help="TaskAgent manifest (default: the slack-thread example)",
+    )
     up.set_defaults(func=cmd_up)
 
     slack = sub.add_parser("slack", help="Slack edge: emulator, auth proxy, say")
@@ -102,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--thread", help="root ts of the thread to reply in")
     say.add_argument("--user", default="U05HX8T2LMQ", help="the sender's user id")
     say.add_argument("--home", help="data directory of `clrk up` (default: as clrk up)")
-    say.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a reply")
+    say.add_argument(
+        "--timeout", type=positive_float, default=60.0, help="seconds to wait for a reply"
+    )
     say.add_argument("text")
     say.set_defaults(func=cmd_slack_say)
 

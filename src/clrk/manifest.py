@@ -9,6 +9,7 @@ operator guessing which of forty lines is wrong.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +17,15 @@ from typing import Any, Literal
 import jmespath
 import jmespath.exceptions
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from clrk.errors import ManifestError
@@ -28,6 +37,23 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 OnBusy = Literal["enqueue", "coalesce", "reject", "interrupt"]
+# Validation context key: the directory a relative ``workingDir`` is resolved against, and
+# whether that directory must exist (true when a user's file or text is loaded).
+_BASE = "base"
+_CHECK_DIRS = "check_dirs"
+
+
+class InvalidManifest(ManifestError):
+    """Every problem found in one manifest; ``field``/``reason`` are the first one's.
+
+    Reporting only the first error sends an operator round the apply-fix loop once per
+    mistake; ``problems`` lets the CLI print them all, one line each.
+    """
+
+    def __init__(self, problems: list[ManifestError]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(problems[0].field, problems[0].reason)
+        self.args = ("\n".join(str(problem) for problem in self.problems),)
 
 
 class _Model(BaseModel):
@@ -49,6 +75,29 @@ class Container(_Model):
     # Read-only inside the sandbox and the run's working directory (default: the fresh /tmp).
     working_dir: str | None = None
 
+    @field_validator("working_dir")
+    @classmethod
+    def _resolve_dir(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Make ``workingDir`` absolute and, for a user's manifest, check it is there.
+
+        A missing directory found only at run time dead-letters the run with a reason that
+        blames the program; at apply time it is one line naming this field. Stored
+        manifests are not re-checked: they must still load to be listed or deleted.
+        """
+        if value is None:
+            return None
+        context = info.context or {}
+        if os.path.isabs(value):
+            path = Path(value)
+        else:
+            path = (Path(context.get(_BASE) or Path.cwd()) / value).resolve()
+        if context.get(_CHECK_DIRS):
+            if not path.exists():
+                raise ValueError(f"directory {path} does not exist")
+            if not path.is_dir():
+                raise ValueError(f"{path} is not a directory")
+        return str(path)
+
     @field_validator("command")
     @classmethod
     def _no_empty_args(cls, value: list[str]) -> list[str]:
@@ -62,8 +111,9 @@ class PodSpec(_Model):
 
 
 class Retries(_Model):
-    max_retries: int = Field(default=3, ge=0, le=100, alias="max")
-    backoff_seconds: float = Field(default=2.0, ge=0, le=3600)
+    # Strict: YAML's `max: yes` or `max: "3"` is a mistake, not 1 or 3.
+    max_retries: StrictInt = Field(default=3, ge=0, le=100, alias="max")
+    backoff_seconds: float = Field(default=2.0, ge=0, le=3600, strict=True)
 
 
 class StateSpec(_Model):
@@ -76,11 +126,12 @@ class Metadata(_Model):
 
 class TaskAgentSpec(_Model):
     template: PodSpec
-    max_concurrent: int = Field(default=1, ge=1, le=1000)
+    # Strict: `maxConcurrent: true` must not quietly mean 1 (nor "4" mean 4).
+    max_concurrent: StrictInt = Field(default=1, ge=1, le=1000)
     # Default: every event is its own partition (no ordering between events).
     partition_key: str = "id"
     on_busy: OnBusy = "enqueue"
-    timeout_seconds: float = Field(default=120, gt=0, le=86400)
+    timeout_seconds: float = Field(default=120, gt=0, le=86400, strict=True)
     retries: Retries = Field(default_factory=Retries)
     state: StateSpec | None = None
     network: Literal["host", "none"] = "host"
@@ -121,7 +172,9 @@ def load_manifest(source: str | os.PathLike[str] | dict[str, Any]) -> TaskAgent:
 
     A relative ``workingDir`` is resolved against the manifest file's directory (or the
     current directory for text), so the stored manifest never depends on where the
-    dispatcher was started.
+    dispatcher was started. For a path or text (what a user applies) it must exist; parsed
+    data (a stored manifest) is not re-checked. Raises :class:`InvalidManifest` naming
+    every invalid field, or :class:`ManifestError` when there is no document to validate.
     """
     base = Path.cwd()
     if isinstance(source, dict):
@@ -136,11 +189,11 @@ def load_manifest(source: str | os.PathLike[str] | dict[str, Any]) -> TaskAgent:
             raise ManifestError("<document>", f"not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ManifestError("<document>", "must be a mapping with apiVersion, kind, metadata, spec")
+    context = {_BASE: base, _CHECK_DIRS: not isinstance(source, dict)}
     try:
-        agent = TaskAgent.model_validate(data)
+        return TaskAgent.model_validate(data, context=context)
     except ValidationError as exc:
         raise _to_manifest_error(exc) from exc
-    return _resolve_working_dir(agent, base)
 
 
 def _read(source: str | os.PathLike[str]) -> tuple[str, Path | None]:
@@ -148,6 +201,8 @@ def _read(source: str | os.PathLike[str]) -> tuple[str, Path | None]:
         "\n" not in source and source.endswith((".yaml", ".yml", ".json"))
     ):
         path = Path(source)
+        if path.is_dir():
+            raise ManifestError("<file>", f"{path} is a directory, not a manifest file")
         try:
             return path.read_text(encoding="utf-8"), path
         except OSError as exc:
@@ -155,23 +210,21 @@ def _read(source: str | os.PathLike[str]) -> tuple[str, Path | None]:
     return source, None
 
 
-def _resolve_working_dir(agent: TaskAgent, base: Path) -> TaskAgent:
-    container = agent.spec.template.spec
-    if container.working_dir is None or os.path.isabs(container.working_dir):
-        return agent
-    resolved = str((base / container.working_dir).resolve())
-    container = container.model_copy(update={"working_dir": resolved})
-    template = agent.spec.template.model_copy(update={"spec": container})
-    spec = agent.spec.model_copy(update={"template": template})
-    return agent.model_copy(update={"spec": spec})
+def _to_manifest_error(exc: ValidationError) -> InvalidManifest:
+    """Every problem with its dotted path, in words an operator can act on."""
+    problems: list[ManifestError] = []
+    for error in exc.errors():
+        problem = _problem(error)
+        if all(str(problem) != str(seen) for seen in problems):
+            problems.append(problem)
+    return InvalidManifest(problems)
 
 
-def _to_manifest_error(exc: ValidationError) -> ManifestError:
-    """Report the first problem with its dotted path, in words an operator can act on."""
-    error = exc.errors()[0]
+def _problem(error: Any) -> ManifestError:
     field = _dotted(error["loc"])
     ctx = error.get("ctx") or {}
     kind = error["type"]
+    got = _show(error.get("input"))
     reasons = {
         "missing": "required",
         "extra_forbidden": "unknown field",
@@ -181,6 +234,9 @@ def _to_manifest_error(exc: ValidationError) -> ManifestError:
         "too_short": "must not be empty",
         "literal_error": f"must be {ctx.get('expected')}",
         "string_pattern_mismatch": f"must match {ctx.get('pattern')}",
+        "int_type": f"must be an integer, got {got}",
+        "float_type": f"must be a number, got {got}",
+        "string_type": f"must be a string, got {got}",
     }
     reason = reasons.get(kind)
     if reason is None:
@@ -189,6 +245,14 @@ def _to_manifest_error(exc: ValidationError) -> ManifestError:
     if field == "metadata.name" and kind == "string_pattern_mismatch":
         reason = "must be lowercase letters, digits and '-' (at most 63), as a DNS label"
     return ManifestError(field or "<document>", reason)
+
+
+def _show(value: Any) -> str:
+    """A value as it would be written in the manifest: ``true``, ``"4"``, ``2.5``."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:

@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import clrk.runtime as runtime
+from clrk.manifest import load_manifest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "echo" / "agent.yaml"
 
@@ -80,3 +83,93 @@ def test_exported_members_are_complete() -> None:
     }
     assert set(runtime.__all__) == public
     assert runtime.__all__ == sorted(runtime.__all__)
+
+
+SLACK_EXAMPLE = EXAMPLE.parents[1] / "slack-thread" / "agent.yaml"
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The error line of a failed command: argparse's, or clrk's own, never a traceback."""
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_every_manifest_problem_is_one_line(sqlite_url: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    text = (
+        EXAMPLE.read_text()
+        .replace("onBusy: enqueue", "onBusy: drop")
+        .replace("maxConcurrent: 2", "maxConcurrent: true")
+    )
+    bad.write_text(text + "  network: nope\n")
+    assert "onBusy: drop" in bad.read_text()
+    result = clrk("apply", "-f", str(bad), db=sqlite_url)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert all(line.startswith("error: invalid manifest: spec.") for line in lines), lines
+    assert [line.split(": ")[2] for line in lines] == [
+        "spec.maxConcurrent",
+        "spec.onBusy",
+        "spec.network",
+    ]
+
+
+def test_missing_working_dir_is_refused_at_apply(sqlite_url: str, tmp_path: Path) -> None:
+    bad = tmp_path / "agent.yaml"
+    bad.write_text(EXAMPLE.read_text().replace("workingDir: .", "workingDir: ./missing"))
+    line = one_error_line(clrk("apply", "-f", str(bad), db=sqlite_url))
+    assert f"spec.template.spec.workingDir: directory {tmp_path / 'missing'} does not" in line
+    assert "echo" not in clrk("agents", db=sqlite_url).stdout
+
+
+def test_apply_names_a_directory_or_missing_file(sqlite_url: str, tmp_path: Path) -> None:
+    line = one_error_line(clrk("apply", "-f", str(tmp_path), db=sqlite_url))
+    assert "-f/--filename" in line and "is a directory, not a file" in line
+    line = one_error_line(clrk("apply", "-f", str(tmp_path / "nope"), db=sqlite_url))
+    assert "-f/--filename" in line and "no such file" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "argument", "reason"),
+    [
+        (["dispatcher", "--lease-seconds", "-5"], "--lease-seconds", "must be > 0"),
+        (["dispatcher", "--lease-seconds", "0"], "--lease-seconds", "must be > 0"),
+        (["dispatcher", "--poll-interval", "0"], "--poll-interval", "must be > 0"),
+        (["dispatcher", "--poll-interval", "nan"], "--poll-interval", "must be a finite number"),
+        (["dispatcher", "--nice", "-1"], "--nice", "must be >= 0"),
+        (["invocations", "--limit", "0"], "--limit", "must be >= 1"),
+        (["invocations", "--limit", "-1"], "--limit", "must be >= 1"),
+        (["invocations", "--limit", "ten"], "--limit", "must be an integer"),
+        (["ingress", "--port", "99999"], "--port", "must be a port between 1 and 65535"),
+        (["ingress", "--port", "0"], "--port", "must be a port between 1 and 65535"),
+    ],
+)
+def test_out_of_range_numbers_are_refused_by_name(
+    sqlite_url: str, args: list[str], argument: str, reason: str
+) -> None:
+    line = one_error_line(clrk(*args, db=sqlite_url))
+    assert f"argument {argument}: {reason}" in line
+
+
+def test_agents_table_has_one_line_per_agent(sqlite_url: str) -> None:
+    assert "\n" in load_manifest(SLACK_EXAMPLE).spec.partition_key  # the folded YAML value
+    assert clrk("apply", "-f", str(SLACK_EXAMPLE), db=sqlite_url).returncode == 0
+    lines = clrk("agents", db=sqlite_url).stdout.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[1].startswith("slack-thread-agent ")
+    assert "join(':', [data.team_id, data" in lines[1]
+    assert max(len(line) for line in lines) < 200
+
+
+def test_delete_counts_in_words(sqlite_url: str) -> None:
+    assert clrk("apply", "-f", str(EXAMPLE), db=sqlite_url).returncode == 0
+    from clrk.runtime.inbox import Inbox
+
+    with Inbox.open(sqlite_url) as inbox:
+        agent = inbox.agent("echo")
+        inbox.enqueue(agent, event_id="e1", partition_key="t1", envelope='{"id": "e1"}')
+    deleted = clrk("delete", "echo", db=sqlite_url)
+    assert "taskagent/echo deleted (1 waiting event dead-lettered)" in deleted.stdout

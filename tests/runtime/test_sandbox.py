@@ -218,3 +218,20 @@ def test_auto_falls_back_when_bubblewrap_cannot_reach_python(
     assert choose_sandbox("auto").kind == "subprocess"
     assert "cannot reach /x" in caplog.text and "weak isolation" in caplog.text
     assert choose_sandbox("bwrap").kind == "bwrap"
+
+
+async def test_missing_working_dir_is_named_as_the_cause(sandbox: Sandbox, tmp_path: Path) -> None:
+    missing = tmp_path / "gone"
+    spec = RunSpec(
+        command=[agent_python(), "-c", "print('{}')"],
+        env={},
+        stdin=b"",
+        timeout_seconds=20,
+        working_dir=str(missing),
+    )
+    with pytest.raises(SandboxError) as info:
+        await sandbox.run(spec)
+    message = str(info.value)
+    assert f"working directory {missing} does not exist" in message
+    assert "workingDir" in message
+    assert "cannot start" not in message  # not blamed on the (present) interpreter

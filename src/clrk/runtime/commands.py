@@ -20,9 +20,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from clrk import config
+from clrk.cli_types import existing_file, non_negative_int, port, positive_float, positive_int
 from clrk.errors import ClrkError, ManifestError
 
 Handler = Callable[[argparse.Namespace], int]
+# A safety net for columns without their own limit: no cell may push the rest off screen.
+MAX_CELL_WIDTH = 80
 
 
 def register(subparsers: Any) -> None:
@@ -41,7 +44,9 @@ def register(subparsers: Any) -> None:
     apply = command(
         "apply", _apply, "validate a TaskAgent manifest and register it (re-applying replaces)"
     )
-    apply.add_argument("-f", "--filename", required=True, metavar="FILE", help="manifest YAML")
+    apply.add_argument(
+        "-f", "--filename", required=True, type=existing_file, metavar="FILE", help="manifest YAML"
+    )
     command("agents", _agents, "list registered TaskAgents")
     delete = command(
         "delete", _delete, "unregister a TaskAgent (its waiting events are dead-lettered)"
@@ -49,19 +54,20 @@ def register(subparsers: Any) -> None:
     delete.add_argument("name")
     invocations = command("invocations", _invocations, "list recent invocations, newest first")
     invocations.add_argument("--agent", help="only this agent")
-    invocations.add_argument("--limit", type=int, default=20)
+    invocations.add_argument("--limit", type=positive_int, default=20, help="rows (20)")
     invocations.add_argument("--json", action="store_true", help="one JSON object per line")
     ingress = command("ingress", _ingress, "serve the HTTP ingress")
     ingress.add_argument("--host", default="127.0.0.1")
-    ingress.add_argument("--port", type=int, default=8080)
+    ingress.add_argument("--port", type=port, default=8080)
     dispatcher = command("dispatcher", _dispatcher, "run agents for inbox events")
     dispatcher.add_argument("--until-idle", action="store_true", help="drain the inbox and exit")
     dispatcher.add_argument("--worker-id")
-    dispatcher.add_argument("--poll-interval", type=float, default=0.05, metavar="SECONDS")
-    dispatcher.add_argument("--lease-seconds", type=float, default=30.0)
+    dispatcher.add_argument("--poll-interval", type=positive_float, default=0.05, metavar="SECONDS")
+    dispatcher.add_argument("--lease-seconds", type=positive_float, default=30.0)
     dispatcher.add_argument(
         "--nice",
-        type=int,
+        # Only lowering: raising priority needs root and fails late, in os.nice.
+        type=non_negative_int,
         default=0,
         metavar="N",
         help="lower the CPU priority of the dispatcher and its runs (faster acks on small hosts)",
@@ -75,7 +81,9 @@ def _guarded(handler: Handler) -> Handler:
         try:
             return handler(args)
         except ManifestError as exc:
-            print(f"error: invalid manifest: {exc}", file=sys.stderr)
+            # One line per problem, each naming its field, so all of them can be fixed at once.
+            for problem in getattr(exc, "problems", (exc,)):
+                print(f"error: invalid manifest: {problem}", file=sys.stderr)
             return 2
         except ClrkError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -127,7 +135,7 @@ def _delete(args: argparse.Namespace) -> int:
 
     with Inbox.open(_url(args)) as inbox:
         dropped = inbox.delete(args.name)
-    suffix = f" ({dropped} waiting events dead-lettered)" if dropped else ""
+    suffix = f" ({_count(dropped, 'waiting event')} dead-lettered)" if dropped else ""
     print(f"taskagent/{args.name} deleted{suffix}")
     return 0
 
@@ -136,7 +144,7 @@ def _invocations(args: argparse.Namespace) -> int:
     from clrk.runtime.inbox import Inbox
 
     with Inbox.open(_url(args)) as inbox:
-        rows = inbox.invocations(args.agent, max(1, args.limit))
+        rows = inbox.invocations(args.agent, args.limit)
     if args.json:
         for row in rows:
             print(json.dumps(row))
@@ -209,6 +217,8 @@ def _logging() -> None:
 
 
 def _print_table(rows: list[tuple[str, ...]]) -> None:
+    """Aligned columns; every cell is one line (a folded YAML value would break the rows)."""
+    rows = [tuple(_cut(cell, MAX_CELL_WIDTH) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print(
@@ -217,7 +227,14 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 
 
 def _cut(text: str, width: int) -> str:
+    """``text`` on one line (whitespace runs collapsed) and at most ``width`` characters."""
+    text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 waiting event``, ``2 waiting events``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _when(epoch: float) -> str:

@@ -106,6 +106,13 @@ class Sandbox:
         """Run ``spec`` to completion, timeout or cancellation; never raises for the agent's
         own failures (those are in the result). Raises ``SandboxError`` when it cannot start.
         """
+        if spec.working_dir is not None and not os.path.isdir(spec.working_dir):
+            # Checked first: a missing cwd otherwise surfaces as "cannot start <python>: No
+            # such file or directory", which sends the operator looking for the program.
+            raise SandboxError(
+                f"working directory {spec.working_dir} does not exist or is not a directory "
+                "(spec.template.spec.workingDir)"
+            )
         command = _mounts.resolve_command(spec.command, spec.working_dir)
         env = {"PATH": _mounts.SANDBOX_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", **spec.env}
         scratch: str | None = None
