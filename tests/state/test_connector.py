@@ -123,3 +123,22 @@ def test_executescript_runs_several_statements(store_url: str) -> None:
             "insert into a values (1);\ninsert into a values (2);\n"
         )
         assert db.fetch_one("select sum(n) as s from a")["s"] == 3
+
+
+@pytest.mark.postgres
+def test_postgres_open_makes_no_probe_connection(postgres_url: str, monkeypatch) -> None:
+    """A fresh process per turn pays for every connection: a healthy open makes one (the
+    pool's), and asks the driver for a reason only when the pool is not up."""
+    import psycopg
+
+    probes: list[str] = []
+    real_connect = psycopg.connect
+
+    def counting_connect(*args, **kwargs):
+        probes.append(str(args[0]) if args else "")
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(psycopg, "connect", counting_connect)
+    with open_connector(postgres_url) as db:
+        assert db.fetch_one("select 1 as one") == {"one": 1}
+    assert probes == []

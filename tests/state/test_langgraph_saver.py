@@ -194,3 +194,43 @@ def test_reference_graph_with_deterministic_model(url: str) -> None:
             replies.append(out["messages"][-1].content)
     assert len(out["messages"]) == 4
     assert replies[0] != replies[1]
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+@pytest.mark.postgres
+def test_postgres_load_follows_the_delta_chain_by_key(postgres_url: str) -> None:
+    """Bug: on a fresh (never analyzed) table, each step of the delta chain scanned every
+    blob of the thread (8-11 ms at 300 turns instead of 2.5 ms). Each step must be a
+    primary-key lookup, whatever the planner believes about the table."""
+    import psycopg
+
+    def item(i: int) -> str:
+        return f"message {i} " + "x" * 100  # lists under 1 KiB are always written whole
+
+    with ClrkSaver.from_url(postgres_url, fence=None, fence_key=None) as saver:
+        config = put_one(saver, "t", msgs=[item(0)])
+        for turn in range(1, 60):  # a chain of deltas, one appended item each
+            checkpoint = generate_checkpoint(
+                channel_values={"msgs": [item(i) for i in range(turn + 1)]},
+                channel_versions={"msgs": turn + 1},
+            )
+            config = saver.put(config, checkpoint, generate_metadata(), {"msgs": turn + 1})
+    sql = load_queries("clrk.state.langgraph", "postgres")["load"]
+    params = {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": None}
+    from clrk.state.postgres import to_pyformat
+
+    with psycopg.connect(postgres_url) as conn:
+        plan = conn.execute(
+            "explain (analyze, format json) " + to_pyformat(sql), params
+        ).fetchone()[0][0]["Plan"]
+    removed = sum(node.get("Rows Removed by Join Filter", 0) for node in _plan_nodes(plan))
+    assert removed == 0, "a chain step read blobs it did not need"
+    with ClrkSaver.from_url(postgres_url, fence=None, fence_key=None) as saver:
+        latest = saver.get_tuple(generate_config("t"))
+    assert latest is not None
+    assert latest.checkpoint["channel_values"]["msgs"] == [item(i) for i in range(60)]

@@ -25,12 +25,18 @@ chain as (
       on b.thread_id = cp.thread_id and b.checkpoint_ns = cp.checkpoint_ns
      and b.channel = v.channel and b.version = v.version
     union all
+    -- Each step is one primary-key lookup. As a plain join, a fresh table's estimates
+    -- (one row per thread) let the planner scan the whole thread's blobs at every step
+    -- (measured: 8-11 ms instead of 2.5 ms at 300 turns); `offset 0` keeps it a lookup.
     select b.channel, b.version, b.kind, b.base_version, b.depth, b.chain_bytes,
            b.value_type, b.value
     from chain
-    join clrk_lg_blobs b
-      on b.thread_id = :thread_id and b.checkpoint_ns = :checkpoint_ns
-     and b.channel = chain.channel and b.version = chain.base_version
+    cross join lateral (
+        select * from clrk_lg_blobs as base
+        where (base.thread_id, base.checkpoint_ns, base.channel, base.version)
+            = (:thread_id, :checkpoint_ns, chain.channel, chain.base_version)
+        offset 0
+    ) as b
     where chain.kind = 'delta'
 )
 select 'checkpoint' as part, checkpoint_id as a, parent_checkpoint_id as b, versions::text as c,
