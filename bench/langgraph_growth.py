@@ -3,7 +3,9 @@
 300 turns on one thread, each with a freshly compiled graph and a new connection, as a
 fresh process per event would do; LangGraph's default durability ("async": a checkpoint
 per step) and "exit" (one checkpoint per invocation, what clrk's agent uses). The series
-run in lockstep (turn N of each before turn N + 1 of any). Latency at turn N is the median
+run in lockstep (turn N of each before turn N + 1 of any). A third backend, "memory"
+(LangGraph's InMemorySaver, kept in this process, no database), is the part of the growth
+that LangGraph itself adds: it too loads and decodes the whole thread at every turn.
 of the direct (unrelayed) turns within 5 of N; round trips and bytes sent are measured on
 turns 1, 10, 100 and 300 through the counting relay (bench/_common).
 
@@ -37,6 +39,7 @@ from _common import (
     sqlite_stored_bytes,
     user_message,
 )
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -51,7 +54,7 @@ ANCHOR = (
 @dataclass
 class Series:
     saver: str  # "langgraph" or "clrk"
-    backend: str  # "postgres" or "sqlite"
+    backend: str  # "postgres", "sqlite" or "memory" (LangGraph's in-process saver)
     durability: str
     latency: dict[int, float] = field(default_factory=dict)
     sent: dict[int, tuple[int, int]] = field(default_factory=dict)  # turn -> (trips, bytes)
@@ -63,7 +66,9 @@ class Series:
         return f"{self.saver}/{self.backend}/{self.durability}"
 
 
-def opener(series: Series, url: str) -> Callable[[], Any]:
+def opener(series: Series, url: str, memory: InMemorySaver) -> Callable[[], Any]:
+    if series.backend == "memory":
+        return lambda: contextlib.nullcontext(memory)
     if series.saver == "clrk":
         return lambda: ClrkSaver.from_url(url, fence=None, fence_key=None)
     if series.backend == "postgres":
@@ -74,7 +79,9 @@ def opener(series: Series, url: str) -> Callable[[], Any]:
 @contextlib.contextmanager
 def database(series: Series, relay: Relay) -> Iterator[tuple[str, str, Callable[[], int]]]:
     """(direct url, counted url, stored-bytes probe) for a fresh database."""
-    if series.backend == "postgres":
+    if series.backend == "memory":
+        yield "", "", lambda: 0
+    elif series.backend == "postgres":
         with fresh_postgres(series.saver) as url:
             yield url, relay.url(url), lambda: postgres_stored_bytes(url)
     else:
@@ -94,8 +101,10 @@ class Runner:
         self.out: dict[str, Any] = {}
         self._db = database(series, relay)
         self.direct, self.counted, self.stored = self._db.__enter__()
-        with opener(series, self.direct)() as saver:
-            saver.setup()
+        self.memory = InMemorySaver()
+        if series.backend != "memory":
+            with opener(series, self.direct, self.memory)() as saver:
+                saver.setup()
 
     def counts(self) -> tuple[int, ...]:
         if self.series.backend == "postgres":
@@ -105,10 +114,10 @@ class Runner:
 
     def turn(self, turn: int) -> None:
         series = self.series
-        measured = turn in self.marks
+        measured = turn in self.marks and series.backend != "memory"
         before = self.counts() if measured else ()
         start = time.perf_counter()
-        with opener(series, self.counted if measured else self.direct)() as saver:
+        with opener(series, self.counted if measured else self.direct, self.memory)() as saver:
             app = self.graph.compile(checkpointer=saver)
             self.out = app.invoke(
                 {"messages": [user_message(turn)]},
@@ -148,7 +157,7 @@ def main() -> None:
         for durability in ("async", "exit")
         for backend in ("postgres", "sqlite")
         for saver in ("langgraph", "clrk")
-    ]
+    ] + [Series("langgraph", "memory", durability) for durability in ("async", "exit")]
     runners: list[Runner] = []
     try:
         # Round-robin: turn N of every series before turn N + 1 of any, so that load from
@@ -174,14 +183,15 @@ def main() -> None:
     rows = []
     for s in all_series:
         trips, sent = s.sent.get(last, (0, 0))
+        in_memory = s.backend == "memory"
         rows.append(
             [
                 s.name,
                 *[s.latency[m] for m in marks],
                 s.latency[last] / s.latency[first],
-                sent / 1024,
-                trips,
-                s.stored / 1e6,
+                "-" if in_memory else sent / 1024,
+                "-" if in_memory else trips,
+                "-" if in_memory else s.stored / 1e6,
                 s.messages,
             ]
         )
@@ -215,6 +225,37 @@ def main() -> None:
             "stored",
         ],
         ratio_rows,
+    )
+    print(f"\ngrowth from turn {first} to {last}, ms added: ours beside LangGraph's own\n")
+    growth_rows = []
+    for durability in ("async", "exit"):
+        alone = next(s for s in all_series if (s.backend, s.durability) == ("memory", durability))
+        alone_added = alone.latency[last] - alone.latency[first]
+        for backend in ("postgres", "sqlite"):
+            ours = next(
+                s
+                for s in all_series
+                if (s.saver, s.backend, s.durability) == ("clrk", backend, durability)
+            )
+            ours_added = ours.latency[last] - ours.latency[first]
+            growth_rows.append(
+                [
+                    f"{backend}/{durability}",
+                    ours_added,
+                    alone_added,
+                    ours_added - alone_added,
+                    (ours.latency[first] + alone_added) / ours.latency[first],
+                ]
+            )
+    print_table(
+        [
+            "backend/durability",
+            "ours",
+            "LangGraph alone (memory)",
+            "ours beyond it",
+            f"best @{last}/@{first} ours could be",
+        ],
+        growth_rows,
     )
     print("\ngoals: @300/@10 <= 1.3 ; stored <= 1/50 of theirs ; <= 2 round trips per turn")
 

@@ -18,7 +18,8 @@ def test_unknown_scheme_lists_supported() -> None:
     assert "sqlite:///" in str(info.value) and "postgresql://" in str(info.value)
 
 
-def test_unreachable_postgres_masks_password() -> None:
+@pytest.mark.parametrize("max_size", [10, 1])  # a pool, or one connection
+def test_unreachable_postgres_masks_password(max_size: int) -> None:
     import socket
 
     with socket.socket() as sock:  # a port nobody listens on
@@ -26,7 +27,7 @@ def test_unreachable_postgres_masks_password() -> None:
         port = sock.getsockname()[1]
     url = f"postgresql://clrk:s3cret@127.0.0.1:{port}/db"
     with pytest.raises(StoreUnavailable) as info:
-        open_connector(url, timeout_seconds=2)
+        open_connector(url, timeout_seconds=2, max_size=max_size)
     assert "s3cret" not in str(info.value)
     assert f"clrk:***@127.0.0.1:{port}" in str(info.value)
     assert info.value.__cause__ is not None
@@ -142,3 +143,23 @@ def test_postgres_open_makes_no_probe_connection(postgres_url: str, monkeypatch)
     with open_connector(postgres_url) as db:
         assert db.fetch_one("select 1 as one") == {"one": 1}
     assert probes == []
+
+
+@pytest.mark.postgres
+def test_one_connection_connector_recovers_from_a_lost_connection(postgres_url: str) -> None:
+    """``max_size=1`` (what a one-turn process uses) has no pool to replace a connection
+    the server dropped: the statement that finds it gone fails, the next one reconnects."""
+    import psycopg
+
+    with open_connector(postgres_url, max_size=1) as db:
+        pid = db.fetch_one("select pg_backend_pid() as pid")["pid"]
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("select pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StoreUnavailable):
+            db.fetch_one("select 1 as one")
+        assert db.fetch_one("select 1 as one") == {"one": 1}
+        assert db.fetch_one("select pg_backend_pid() as pid")["pid"] != pid
+        with db.transaction():  # transactions pin the same single connection
+            db.execute("create table t (n integer)")
+            db.execute("insert into t values (1)")
+        assert db.fetch_one("select count(*) as n from t") == {"n": 1}
