@@ -32,6 +32,12 @@ from urllib.parse import urlsplit, urlunsplit
 class ClrkError(Exception):
     """Root of every error clrk raises on purpose."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Python pickles an exception as ``cls(*self.args)``, but most of ours take their
+        # fields, not the message: unpickling failed, and an error raised in a worker
+        # process (multiprocessing) hung the parent. Rebuild from the fields instead.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
 
 class ConfigError(ClrkError):
     """Configuration that cannot work: an unknown URL scheme, a missing option."""
@@ -141,6 +147,13 @@ class ReplyPending(ClrkError):
             f"{len(outbox_ids)} reply(ies) on {key!r} committed by an earlier run are not yet "
             "delivered (claimed by a run that may have died); retry after the claim expires"
         )
+
+
+def _rebuild(cls: type[ClrkError], args: tuple[Any, ...], fields: dict[str, Any]) -> ClrkError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(fields)
+    return error
 
 
 def mask_url(url: str) -> str:

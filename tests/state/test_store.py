@@ -181,6 +181,22 @@ def test_outbox_entries_are_deliverable_only_after_commit(store: Store) -> None:
     assert [e.id for e in store.pending_outbox()] == [second]
 
 
+def test_an_entry_given_up_is_never_pending_again(store: Store) -> None:
+    with store.turn("k") as turn:
+        refused = turn.add_outbox({"text": "to a channel that is gone"})
+        kept = turn.add_outbox({"text": "fine"})
+    assert store.mark_failed(refused, "channel_not_found") is True
+    assert [e.id for e in store.pending_outbox(claim_seconds=0.01)] == [kept]
+    time.sleep(0.05)  # past the claim: a given-up entry still does not come back
+    assert [e.id for e in store.pending_outbox(key="k")] == [kept]
+    assert store.mark_failed(refused, "again") is False
+    assert store.mark_sent(refused) is False
+    row = store.connector.fetch_one(
+        "select failure from clrk_outbox where id = :id", {"id": refused}
+    )
+    assert row == {"failure": "channel_not_found"}
+
+
 def test_outbox_of_a_conflicting_turn_is_discarded(store: Store) -> None:
     with pytest.raises(Conflict), store.turn("k", fence=1) as stale:
         stale.add_outbox({"text": "stale reply"})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,10 +22,10 @@ from clrk.state.connector import Connector, Params, Row
 # Applied to every new connection. WAL + synchronous=NORMAL is durable against process
 # crashes (what the multi-process tests kill) and loses at most the last commits on power loss.
 _PRAGMAS = (
-    "pragma journal_mode = wal",
     "pragma synchronous = normal",
     "pragma foreign_keys = on",
 )
+_WAL = "pragma journal_mode = wal"
 
 # Messages of sqlite3.OperationalError that mean "cannot use the database right now"
 # rather than "this statement is wrong".
@@ -83,6 +84,7 @@ class SqliteConnector(Connector):
                 check_same_thread=False,  # only so that close() may close it from any thread
             )
             conn.row_factory = sqlite3.Row
+            _enable_wal(conn, self._timeout_seconds)
             for pragma in _PRAGMAS:
                 conn.execute(pragma)
         self._local.conn = conn
@@ -148,6 +150,25 @@ class SqliteConnector(Connector):
             connections, self._connections = self._connections, []
         for conn in connections:
             conn.close()
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout_seconds: float) -> None:
+    """Switch to WAL, waiting for other connections that are doing the same.
+
+    Turning a new file's journal to WAL takes an exclusive lock, and when another process
+    is opening the same new file SQLite answers "database is locked" at once instead of
+    through the busy timeout (seen with 8 processes starting together on an empty file):
+    so retry here, for as long as the busy timeout would have waited.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            conn.execute(_WAL)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
 
 
 def split_statements(script: str) -> list[str]:

@@ -149,6 +149,11 @@ def mark_sent(db: Connector, queries: dict[str, str], entry_id: str) -> bool:
     return db.execute(queries["outbox_mark_sent"], {"id": entry_id}) > 0
 
 
+def mark_failed(db: Connector, queries: dict[str, str], entry_id: str, reason: str) -> bool:
+    params = {"id": entry_id, "failure": reason or "failed"}
+    return db.execute(queries["outbox_mark_failed"], params) > 0
+
+
 class Store:
     """Turns, outbox and thread operations on one database. Thread safe.
 
@@ -212,6 +217,15 @@ class Store:
     def mark_sent(self, entry_id: str) -> bool:
         """Record a delivery; ``False`` if the entry was already marked or does not exist."""
         return mark_sent(self.connector, self.queries, entry_id)
+
+    def mark_failed(self, entry_id: str, reason: str) -> bool:
+        """Give up an entry the receiver refused for good; it is no longer pending.
+
+        For a permanent refusal only (a channel that does not exist, revoked credentials):
+        left pending, such an entry would be retried by every later deliverer forever.
+        ``False`` if the entry was already settled or does not exist.
+        """
+        return mark_failed(self.connector, self.queries, entry_id, reason)
 
     def close(self) -> None:
         self.connector.close()

@@ -137,6 +137,12 @@ returning id, key, version, seq, payload, created_at, attempts
 update clrk_outbox set sent_at = (julianday('now') - 2440587.5) * 86400.0
 where id = :id and sent_at is null
 
+-- name: outbox_mark_failed
+-- Settle an entry that can never be delivered, keeping the reason.
+update clrk_outbox set
+    sent_at = (julianday('now') - 2440587.5) * 86400.0, failure = :failure
+where id = :id and sent_at is null
+
 -- name: thread_delete_state
 delete from clrk_state where key = :key
 
