@@ -206,3 +206,57 @@ def test_a_reply_already_visible_is_not_posted_again(env, emulator, slack_fixtur
     assert len(_thread(emulator, "C07ZP1MEH5S", "1784021532.401829")) == 2
     with open_store(env["DATABASE_URL"]) as store:
         assert store.pending_outbox() == [], "the found reply was marked sent"
+
+
+def _elsewhere(body: dict[str, Any], channel: str) -> dict[str, Any]:
+    """The same message as if said in another channel (another thread, same store)."""
+    moved = json.loads(json.dumps(body).replace("C07ZP1MEH5S", channel))
+    moved["event_id"] = moved["event_id"] + "x"
+    return moved
+
+
+def test_a_reply_slack_refuses_for_good_is_given_up_not_retried_forever(
+    env, emulator, slack_fixtures
+) -> None:
+    """Bug: a channel_not_found reply stayed pending, so every later run of the agent, on
+    any thread, tried it again, failed, and was retried by the runtime."""
+    httpx.post(
+        f"{emulator}/_emulator/failures",
+        json={"channel": "C07ZP1MEH5S", "error": "channel_not_found", "count": 100},
+    )
+    mention = _fixture(slack_fixtures, "app_mention_top_level.json")
+    refused = _run(env, mention)
+    assert refused["status"] == "ok" and refused["posted"] == []
+    [(outbox_id, code)] = refused["undeliverable"].items()
+    assert code == "channel_not_found"
+    other = _run(env, _elsewhere(mention, "C0OTHERCHAN"))
+    assert other["status"] == "ok" and len(other["posted"]) == 1
+    assert "undeliverable" not in other, "the given-up reply was not tried again"
+    with open_store(env["DATABASE_URL"]) as store:
+        assert store.pending_outbox() == []
+        row = store.connector.fetch_one(
+            "select failure, attempts from clrk_outbox where id = :id", {"id": outbox_id}
+        )
+    assert row == {"failure": "slack chat.postMessage failed: channel_not_found", "attempts": 1}
+
+
+def test_a_leftover_that_fails_for_now_does_not_fail_another_thread(
+    env, emulator, slack_fixtures, monkeypatch
+) -> None:
+    mention = _fixture(slack_fixtures, "app_mention_top_level.json")
+    _run(env, mention)
+    with open_store(env["DATABASE_URL"]) as store:  # as if its run died before marking it
+        store.connector.execute("update clrk_outbox set sent_at = null, claimed_until = 0", {})
+    real_find = slack_thread.slack_client.find_reply
+
+    def slack_down_for_the_first_channel(client: Any, *, channel: str, **kw: Any) -> bool:
+        if channel == "C07ZP1MEH5S":
+            raise OSError("connection refused")
+        return real_find(client, channel=channel, **kw)
+
+    monkeypatch.setattr(slack_thread.slack_client, "find_reply", slack_down_for_the_first_channel)
+    other = _run(env, _elsewhere(mention, "C0OTHERCHAN"))
+    assert other["status"] == "ok" and len(other["posted"]) == 1
+    with open_store(env["DATABASE_URL"]) as store:
+        [left] = store.pending_outbox(key=_envelope(mention)["subject"])
+    assert left.payload["channel"] == "C07ZP1MEH5S", "still pending, for a later run"

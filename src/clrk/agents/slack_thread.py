@@ -23,6 +23,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -31,7 +32,14 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import START, MessagesState, StateGraph
 
 from clrk.agents.model import load_chat_model
-from clrk.errors import AlreadyConsumed, ClrkError, ConfigError, ReplyPending
+from clrk.errors import (
+    AlreadyConsumed,
+    ClrkError,
+    ConfigError,
+    PermanentSlackError,
+    ReplyPending,
+    SlackError,
+)
 from clrk.slack import client as slack_client
 from clrk.slack.events import Ignored, ReplyPolicy, SlackMessage, parse_event, without_mention
 from clrk.state import open_store
@@ -113,41 +121,78 @@ def _history_updates(
     return updates, has_new
 
 
-def deliver_outbox(store: Any, client: Any, *, fresh: set[str]) -> list[str]:
+@dataclass
+class Delivery:
+    """What one pass over the outbox did: ids posted, and ids given up with Slack's reason."""
+
+    posted: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+def deliver_outbox(store: Any, client: Any, *, fresh: set[str]) -> Delivery:
     """Post every committed, unsent reply in this store, then mark it sent.
 
     Entries are claimed for ``CLAIM_SECONDS`` so two runs never post the same one at once.
     An entry not created by this run (``fresh``) is a leftover of a run that died after its
     commit: it is posted only if Slack does not already show a message carrying its id.
+
+    A reply Slack refuses for good (``channel_not_found``, ``is_archived``, ...) is given
+    up with the reason kept (``Store.mark_failed``): left pending, it would fail every later
+    run of the agent, on every thread. A leftover that fails for a passing reason (429s
+    past the client's retries, Slack unreachable) stays pending for a later run and does not
+    fail this one; only this run's own replies (``fresh``) fail it, so that it is retried.
     """
-    posted = []
+    done = Delivery()
     for entry in store.pending_outbox(claim_seconds=CLAIM_SECONDS):
         payload = entry.payload
         if not isinstance(payload, dict) or payload.get("kind") != REPLY_KIND:
             continue
-        already = entry.id not in fresh and slack_client.find_reply(
-            client, channel=payload["channel"], thread_ts=payload["thread_ts"], outbox_id=entry.id
-        )
-        if not already:
-            slack_client.post_reply(
-                client,
-                channel=payload["channel"],
-                thread_ts=payload["thread_ts"],
-                text=payload["text"],
-                metadata={
-                    "event_type": "clrk_reply",
-                    "event_payload": {
-                        "outbox_id": entry.id,
-                        "turn": payload.get("turn", 0),
-                        # The ts of the messages this reply answers (so a sender can find
-                        # its own answer); a string, as flat payloads suit Slack best.
-                        "answers": ",".join(payload.get("answers", [])),
-                    },
-                },
-            )
-            posted.append(entry.id)
+        try:
+            if _post_once(client, entry.id, payload, leftover=entry.id not in fresh):
+                done.posted.append(entry.id)
+        except PermanentSlackError as exc:
+            store.mark_failed(entry.id, str(exc))
+            done.refused[entry.id] = exc.code
+            _warn(f"reply {entry.id} to {payload.get('channel')} given up: {exc}")
+            continue
+        except (SlackError, OSError) as exc:
+            if entry.id in fresh:
+                raise
+            _warn(f"reply {entry.id} left for a later run: {exc}")
+            continue
         store.mark_sent(entry.id)
-    return posted
+    return done
+
+
+def _post_once(client: Any, outbox_id: str, payload: dict[str, Any], *, leftover: bool) -> bool:
+    """Post one reply unless (for a leftover) Slack already shows it; whether it posted."""
+    channel, thread_ts = payload["channel"], payload["thread_ts"]
+    if leftover and slack_client.find_reply(
+        client, channel=channel, thread_ts=thread_ts, outbox_id=outbox_id
+    ):
+        return False
+    slack_client.post_reply(
+        client,
+        channel=channel,
+        thread_ts=thread_ts,
+        text=payload["text"],
+        metadata={
+            "event_type": "clrk_reply",
+            "event_payload": {
+                "outbox_id": outbox_id,
+                "turn": payload.get("turn", 0),
+                # The ts of the messages this reply answers (so a sender can find its own
+                # answer); a string, as flat payloads suit Slack best.
+                "answers": ",".join(payload.get("answers", [])),
+            },
+        },
+    )
+    return True
+
+
+def _warn(text: str) -> None:
+    """One line on stderr, which ``clrk invocations`` shows the tail of."""
+    print(f"clrk.agents.slack_thread: {text}", file=sys.stderr)
 
 
 def run(envelopes: list[dict[str, Any]], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -194,14 +239,17 @@ def run(envelopes: list[dict[str, Any]], env: dict[str, str] | None = None) -> d
                 if stuck:
                     raise ReplyPending(key, stuck) from exc
                 return {"status": "duplicate", "event_ids": exc.event_ids}
-        posted = deliver_outbox(store, client, fresh=fresh)
-    return {
+        delivery = deliver_outbox(store, client, fresh=fresh)
+    result = {
         "status": "ok",
         "key": key,
         "turn": meta["turns"],
         "reply": reply_text,
-        "posted": posted,
+        "posted": delivery.posted,
     }
+    if delivery.refused:
+        result["undeliverable"] = delivery.refused
+    return result
 
 
 class _Thread:
