@@ -85,3 +85,68 @@ def test_valid_values_reach_the_handlers() -> None:
     assert args.lease_seconds == 5.0 and args.nice == 3
     args = build_parser().parse_args(["invocations", "--limit", "7"])
     assert args.limit == 7
+
+
+def test_demo_refuses_to_empty_a_folder_it_did_not_make(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bug: `clrk demo --home DIR` deleted DIR and all in it, whatever it held."""
+    precious = tmp_path / "mine" / "important.txt"
+    precious.parent.mkdir()
+    precious.write_text("keep me")
+    assert main(["demo", "--home", str(precious.parent)]) == 2
+    assert "holds files that clrk demo did not make" in capsys.readouterr().err
+    assert precious.read_text() == "keep me"
+
+
+def test_demo_home_is_emptied_when_new_empty_or_its_own(tmp_path: Path) -> None:
+    from clrk.demo import DEMO_MARK, fresh_home
+
+    home = tmp_path / "demo"
+    fresh_home(home, own_home=False)  # new
+    assert [p.name for p in home.iterdir()] == [DEMO_MARK]
+    (home / "runtime.db").write_text("from the last run")
+    fresh_home(home, own_home=False)  # an earlier demo's
+    assert [p.name for p in home.iterdir()] == [DEMO_MARK]
+    (home / DEMO_MARK).unlink()
+    (home / "old.db").write_text("a demo folder from before the mark existed")
+    fresh_home(home, own_home=True)  # the default folder is always the demo's
+    assert [p.name for p in home.iterdir()] == [DEMO_MARK]
+
+
+@pytest.mark.parametrize("command", ["up", "demo"])
+def test_a_bad_manifest_stops_the_stack_before_it_starts_with_one_line(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bug: `clrk up --manifest` read the YAML itself: `env: [{name: 1}]` ended in a
+    traceback (AttributeError) instead of apply's message naming the field."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "slack-thread" / "agent.yaml"
+    bad = tmp_path / "agent.yaml"
+    bad.write_text(example.read_text().replace("name: CLRK_CHAT_MODEL", "name: 1"))
+    assert "name: 1" in bad.read_text()
+    home = tmp_path / "home"
+    assert main([command, "--home", str(home), "--manifest", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "spec.template.spec.env[0].name" in err and "Traceback" not in err
+    assert not (home / "logs").exists(), "nothing was started"
+
+
+def test_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clrk", "agents", "--db", f"sqlite:///{tmp_path / 'r.db'}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before anything is written (`| head -0`)
+    err = proc.stderr.read().decode()
+    assert proc.wait(30) == 0 and "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_an_unmakeable_home_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["up", "--home", "/proc/clrk-cannot-be-here"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("clrk: error:") and len(err.strip().splitlines()) == 1

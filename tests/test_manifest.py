@@ -194,3 +194,25 @@ def test_a_directory_is_not_a_manifest_file(tmp_path: Path) -> None:
         load_manifest(tmp_path)
     assert info.value.field == "<file>"
     assert "is a directory" in info.value.reason
+
+
+def test_a_file_that_is_not_text_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_bytes(b"\xff\xfe\x00garbage\x80")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)
+    assert info.value.field == "<file>" and "is not UTF-8 text" in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("a: [1,\nb: 2\n", "expected ',' or ']'"),
+        ("a: 1\n---\nb: 2\n", "expected a single document in the stream"),
+    ],
+)
+def test_yaml_errors_are_one_line_with_where(text: str, says: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        load_manifest(text)
+    assert "\n" not in str(info.value)
+    assert says in info.value.reason and "(line " in info.value.reason

@@ -35,7 +35,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from clrk.demo import run_demo
 
     home = Path(args.home) if args.home else data_dir() / "demo"
-    return run_demo(home, Path(args.manifest or _default_manifest()))
+    return run_demo(home, Path(args.manifest or _default_manifest()), own_home=not args.home)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -87,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run the scripted Slack conversation end to end")
-    demo.add_argument("--home", help="data directory (default: $CLRK_HOME/demo, wiped first)")
+    demo.add_argument(
+        "--home",
+        help="data directory, emptied first: new, empty or an earlier demo's"
+        " (default: $CLRK_HOME/demo)",
+    )
     demo.add_argument(
         "--manifest",
         type=existing_file,
@@ -132,7 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     # One line per HTTP request drowns what clrk itself says; ask with -v to see them.
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below
+        return code
     except ClrkError as exc:
+        print(f"clrk: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`clrk invocations | head`): not an error of ours. Point
+        # stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:  # a folder that cannot be made, a file that cannot be read
         print(f"clrk: error: {exc}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from clrk.errors import ConfigError
 from clrk.runtime.sandbox import choose_sandbox
 from clrk.stack import (
     ALICE,
@@ -39,6 +40,8 @@ from clrk.stack import (
 MENTION = f"<@{BOT_USER_ID}>"
 REPLY_TIMEOUT_SECONDS = 45.0
 RETRY_SETTLE_SECONDS = 2.0
+# Marks a folder as the demo's own, so that a later run may empty it.
+DEMO_MARK = ".clrk-demo"
 
 
 @dataclass(frozen=True)
@@ -327,10 +330,29 @@ def print_checks(checks: list[Check]) -> None:
         print(f"{c.name:<{width}}  {c.value!s:>6}  {c.expected!s:>8}  {'ok' if c.ok else 'FAIL'}")
 
 
-def run_demo(home: Path, manifest: Path) -> int:
-    """Start the stack in a fresh ``home``, play the script, print and check; exit code."""
+def fresh_home(home: Path, *, own_home: bool) -> None:
+    """Empty ``home`` for a new run, refusing a folder the demo did not make.
+
+    Each run starts from nothing, so the folder is deleted first: only when it is the
+    default one (``own_home``), empty, or marked by an earlier demo run. Anything else
+    might be somebody's data (``--home .clrk`` would be ``clrk up``'s threads).
+    """
     if home.exists():
+        if not home.is_dir():
+            raise ConfigError(f"--home {home} is a file, not a folder")
+        if not own_home and any(home.iterdir()) and not (home / DEMO_MARK).exists():
+            raise ConfigError(
+                f"--home {home} holds files that clrk demo did not make, and the demo "
+                "empties its folder first: give a new or empty folder"
+            )
         shutil.rmtree(home)
+    home.mkdir(parents=True)
+    (home / DEMO_MARK).write_text("made by clrk demo, which empties this folder at each run\n")
+
+
+def run_demo(home: Path, manifest: Path, *, own_home: bool = False) -> int:
+    """Start the stack in a fresh ``home``, play the script, print and check; exit code."""
+    fresh_home(home, own_home=own_home)
     started = time.monotonic()
     print(f"clrk demo: starting the local stack in {home} (agent {manifest}) ...")
     stack = LocalStack(home, manifest)

@@ -186,7 +186,7 @@ def load_manifest(source: str | os.PathLike[str] | dict[str, Any]) -> TaskAgent:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ManifestError("<document>", f"not valid YAML: {exc}") from exc
+            raise ManifestError("<document>", f"not valid YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(data, dict):
         raise ManifestError("<document>", "must be a mapping with apiVersion, kind, metadata, spec")
     context = {_BASE: base, _CHECK_DIRS: not isinstance(source, dict)}
@@ -205,6 +205,8 @@ def _read(source: str | os.PathLike[str]) -> tuple[str, Path | None]:
             raise ManifestError("<file>", f"{path} is a directory, not a manifest file")
         try:
             return path.read_text(encoding="utf-8"), path
+        except UnicodeDecodeError as exc:
+            raise ManifestError("<file>", f"{path} is not UTF-8 text ({exc.reason})") from exc
         except OSError as exc:
             raise ManifestError("<file>", f"cannot read {path}: {exc.strerror}") from exc
     return source, None
@@ -245,6 +247,15 @@ def _problem(error: Any) -> ManifestError:
     if field == "metadata.name" and kind == "string_pattern_mismatch":
         reason = "must be lowercase letters, digits and '-' (at most 63), as a DNS label"
     return ManifestError(field or "<document>", reason)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: what is wrong, and where."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        problem = ", ".join(part for part in (exc.context, exc.problem) if part) or "syntax error"
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
 
 
 def _show(value: Any) -> str:

@@ -20,11 +20,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from clrk.errors import ClrkError
+from clrk.manifest import TaskAgent, load_manifest
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_SECONDS = 30.0
@@ -176,8 +176,8 @@ class LocalStack:
             _wait_for_port(port, proc, name, log)
 
     def start(self) -> StackInfo:
+        agent = self._load_agent()
         self.home.mkdir(parents=True, exist_ok=True)
-        agent = self._agent_name()
         ports = {name: free_port() for name in ("emulator", "proxy", "ingress")}
         urls = {name: f"http://{HOST}:{port}" for name, port in ports.items()}
         runtime = f"sqlite:///{self.home / 'runtime.db'}"
@@ -187,11 +187,11 @@ class LocalStack:
             proxy_url=urls["proxy"],
             ingress_url=urls["ingress"],
             runtime_url=runtime,
-            agent=agent,
+            agent=agent.name,
             bot_token=self._token,
         )
         try:
-            self._apply(self.info)
+            self._apply(self.info, agent)
             self._spawn(
                 "ingress",
                 ["ingress", "--port", str(ports["ingress"]), "--db", runtime],
@@ -232,23 +232,19 @@ class LocalStack:
         self.info.save()
         return self.info
 
-    def _agent_name(self) -> str:
-        """The agent's name, read from the manifest before anything starts."""
-        doc = yaml.safe_load(self.manifest.read_text())
-        try:
-            return str(doc["metadata"]["name"])
-        except (TypeError, KeyError) as exc:
-            raise StackError(f"{self.manifest}: metadata.name is missing") from exc
+    def _load_agent(self) -> TaskAgent:
+        """The manifest, validated before anything starts (errors name the field)."""
+        return load_manifest(self.manifest)
 
-    def _apply(self, info: StackInfo) -> None:
+    def _apply(self, info: StackInfo, agent: TaskAgent) -> None:
         """Apply the manifest with the stack's Slack settings added to the agent's env.
 
         The example manifest cannot know the emulator's port, so the stack writes a copy
         with ``SLACK_API_URL`` and friends set, then applies it like a user would.
         """
-        doc: dict[str, Any] = yaml.safe_load(self.manifest.read_text())
-        spec = doc.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})
-        env = [e for e in spec.get("env") or [] if not e.get("name", "").startswith("SLACK_")]
+        doc = agent.to_dict()
+        spec = doc["spec"]["template"]["spec"]
+        env = [e for e in spec.get("env") or [] if not e["name"].startswith("SLACK_")]
         env += [
             {"name": "SLACK_API_URL", "value": info.slack_api_url},
             {"name": "SLACK_BOT_TOKEN", "value": info.bot_token},
