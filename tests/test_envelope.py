@@ -61,6 +61,9 @@ def test_batch_round_trip() -> None:
         (b"[1, 2]", "JSON object"),
         (b"\xff\xfe", "UTF-8"),
         (b"", "not JSON"),
+        # Bugs: these were 500s from deep inside the ingress, not 400s.
+        (b'{"thread": "bad\\ud800"}', "not valid Unicode"),
+        (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests too deeply"),
     ],
 )
 def test_parse_body_rejects_malformed(body: bytes, words: str) -> None:

@@ -63,8 +63,18 @@ def parse_body(body: bytes) -> dict[str, Any]:
         raise BadRequest(
             f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except RecursionError as exc:
+        raise BadRequest("body nests too deeply to be parsed") from exc
     if not isinstance(data, dict):
         raise BadRequest(f"body must be a JSON object, not {type(data).__name__}")
+    try:
+        # JSON may escape lone surrogates ("\ud800"), which no store or reply can encode:
+        # refuse them here, as a 400, not later as a 500 in the middle of storing.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest(f"body holds text that is not valid Unicode: {exc.reason}") from exc
+    except RecursionError as exc:
+        raise BadRequest("body nests too deeply to be stored") from exc
     return data
 
 

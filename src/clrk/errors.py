@@ -65,8 +65,8 @@ class StoreUnavailable(StoreError):
 
     def __init__(self, url: str, reason: str) -> None:
         self.url = mask_url(url)
-        self.reason = reason
-        super().__init__(f"store unavailable at {self.url}: {reason}")
+        self.reason = " ".join(reason.split())  # drivers' messages span lines; logs want one
+        super().__init__(f"store unavailable at {self.url}: {self.reason}")
 
 
 class Conflict(StoreError):

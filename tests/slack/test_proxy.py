@@ -37,6 +37,12 @@ FORWARDED = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _fixtures_present(slack_fixtures: Path) -> None:
+    """Most tests here sign the shared Slack fixtures: without them, skip with the reason
+    (fail under CI) instead of a FileNotFoundError in each test."""
+
+
 def _names() -> list[str]:
     path = SLACK_FIXTURES / "signatures.json"
     return sorted(json.loads(path.read_text())["files"]) if path.is_file() else []
@@ -165,6 +171,19 @@ async def test_bytes_that_are_not_utf8_cannot_carry_a_signature() -> None:
         answer = await proxy.post("/", content=b"\xff\xfe{}", headers=headers)
         assert answer.status_code == 401
         assert proxy.metrics["rejected_bad_signature"] == 1
+
+
+async def test_a_signature_that_is_not_ascii_is_a_mismatch_not_a_500() -> None:
+    """Bug: slack_sdk's compare_digest raised TypeError on a non-ASCII signature header."""
+    body, headers = _signed_fixture()
+    headers["X-Slack-Signature"] = "v0=\u00fc"
+    encoded = {k: v.encode("utf-8") for k, v in headers.items()}
+    ingress = IngressStandIn()
+    async with _proxy(ingress) as proxy:
+        answer = await proxy.post("/", content=body, headers=encoded)
+        assert answer.status_code == 401
+        assert proxy.metrics["rejected_bad_signature"] == 1
+    assert ingress.requests == []
 
 
 async def test_oversized_body() -> None:

@@ -30,6 +30,7 @@ def test_unreachable_postgres_masks_password(max_size: int) -> None:
         open_connector(url, timeout_seconds=2, max_size=max_size)
     assert "s3cret" not in str(info.value)
     assert f"clrk:***@127.0.0.1:{port}" in str(info.value)
+    assert "\n" not in str(info.value), "one line, for logs and the CLI"
     assert info.value.__cause__ is not None
 
 

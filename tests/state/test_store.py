@@ -252,12 +252,25 @@ def test_unserializable_state_names_its_path_and_changes_nothing(store: Store) -
         ({"blob": b"x"}, "$.blob"),
         ([1, 2, {3, 4}], "$[2]"),
         ({(1, 2): "tuple key"}, "$[(1, 2)]"),
+        # Bug: a lone surrogate raised a bare UnicodeEncodeError, with no path.
+        ({"messages": ["ok", {"text": "bad \ud800"}]}, "$.messages[1].text"),
+        ({"k\udc80": 1}, "$['k\\udc80']"),
     ],
 )
 def test_serialization_error_paths(store: Store, value: object, path: str) -> None:
     with pytest.raises(SerializationError) as info, store.turn("k") as turn:
         turn.state = value
     assert info.value.path == path
+
+
+@pytest.mark.parametrize("key", ["nul\x00key", "half \ud800"])
+def test_keys_every_backend_cannot_hold_are_refused_alike(store: Store, key: str) -> None:
+    """Bug: a NUL in a key worked on SQLite and was a StoreError on Postgres."""
+    with pytest.raises(ValueError, match="holds text"), store.turn(key):
+        pass
+    with pytest.raises(ValueError, match="UTF-8 strings"), store.turn("k", consumes=["e\x00"]):
+        pass
+    assert store.keys() == []
 
 
 def test_circular_state_is_refused(store: Store) -> None:

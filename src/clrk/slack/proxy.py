@@ -190,7 +190,9 @@ class _Proxy:
         except ValueError:
             return self._reject(401, "rejected_bad_timestamp", "timestamp is not an integer")
         try:
-            valid = self.verifier.is_valid(body, timestamp, signature)
+            # Slack's signatures are ASCII hex; slack_sdk's compare_digest raises TypeError
+            # (a 500 here) on a header with other characters, which can never match anyway.
+            valid = signature.isascii() and self.verifier.is_valid(body, timestamp, signature)
         except UnicodeDecodeError:
             valid = False  # Slack sends UTF-8; other bytes cannot carry its signature
         if valid:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clrk.errors import AlreadyConsumed, Conflict
-from clrk.state.values import decode_value, dump_json, encode_value
+from clrk.state.values import decode_value, dump_json, encode_value, text_problem
 
 # "No limit" for queries with a :limit parameter (SQLite and Postgres disagree on NULL/-1).
 NO_LIMIT = 2**62
@@ -94,11 +94,17 @@ def check_turn_args(
     """Validate ``turn()`` arguments; return the consumed ids, de-duplicated, in order."""
     if not isinstance(key, str) or not key:
         raise ValueError(f"key must be a non-empty string, got {key!r}")
+    problem = text_problem(key)
+    if problem is not None:  # one answer on every backend, before any I/O
+        raise ValueError(f"key {key!r} holds {problem}")
     if isinstance(consumes, str):
         raise ValueError("consumes must be a list of event ids, not a single string")
     ids = tuple(dict.fromkeys(consumes))
-    if not all(isinstance(event_id, str) and event_id for event_id in ids):
-        raise ValueError(f"consumes must hold non-empty strings, got {list(ids)!r}")
+    if not all(
+        isinstance(event_id, str) and event_id and text_problem(event_id) is None
+        for event_id in ids
+    ):
+        raise ValueError(f"consumes must hold non-empty UTF-8 strings, got {list(ids)!r}")
     if fence is not None and (isinstance(fence, bool) or not isinstance(fence, int) or fence < 0):
         raise ValueError(f"fence must be a non-negative int or None, got {fence!r}")
     if not lease_seconds > 0:

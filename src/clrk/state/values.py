@@ -31,7 +31,13 @@ def encode_value(value: Any, root: str = "$") -> tuple[str, bytes | None]:
         return KIND_NONE, None
     if isinstance(value, bytes | bytearray | memoryview):
         return KIND_BYTES, bytes(value)
-    return KIND_JSON, dump_json(value, root).encode("utf-8")
+    text = dump_json(value, root)
+    try:
+        return KIND_JSON, text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") that json let through
+        found = find_unserializable(value, root)
+        path, reason = found if found is not None else (root, str(exc))
+        raise SerializationError(path, reason) from exc
 
 
 def decode_value(kind: str, data: bytes | memoryview | None) -> Any:
@@ -58,8 +64,25 @@ def find_unserializable(value: Any, path: str = "$") -> tuple[str, str] | None:
     return _walk(value, path, set())
 
 
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored as UTF-8 text on every backend, or ``None``."""
+    if "\x00" in text:
+        return "text with a NUL character (Postgres text cannot hold one)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"text that is not valid Unicode ({exc.reason} {text[exc.start]!r})"
+    return None
+
+
 def _walk(value: Any, path: str, parents: set[int]) -> tuple[str, str] | None:
-    if value is None or isinstance(value, str | bool | int):
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return None
+        except UnicodeEncodeError as exc:
+            return path, f"text that is not valid Unicode ({exc.reason} {value[exc.start]!r})"
+    if value is None or isinstance(value, bool | int):
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else (path, f"{value!r} is not a JSON number")
@@ -74,6 +97,8 @@ def _walk(value: Any, path: str, parents: set[int]) -> tuple[str, str] | None:
                 for key, item in value.items():
                     if not isinstance(key, _JSON_KEY_TYPES):
                         return f"{path}[{key!r}]", f"key of type {type(key).__name__}"
+                    if isinstance(key, str) and _walk(key, path, parents) is not None:
+                        return f"{path}[{key!r}]", "key that is not valid Unicode"
                     found = _walk(item, _child(path, key), parents)
                     if found is not None:
                         return found
