@@ -111,6 +111,7 @@ class StackInfo:
     bot_token: str
     team_id: str = TEAM_ID
     bot_user_id: str = BOT_USER_ID
+    pid: int = 0  # of the `clrk up` (or demo) process that runs the stack
 
     @property
     def slack_api_url(self) -> str:
@@ -125,6 +126,16 @@ class StackInfo:
         if not path.exists():
             raise StackError(f"no running stack found in {home} (start one with: clrk up)")
         return cls(**json.loads(path.read_text()))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, but alive
+    return True
 
 
 class LocalStack:
@@ -177,6 +188,7 @@ class LocalStack:
 
     def start(self) -> StackInfo:
         agent = self._load_agent()
+        self._refuse_a_running_stack()
         self.home.mkdir(parents=True, exist_ok=True)
         ports = {name: free_port() for name in ("emulator", "proxy", "ingress")}
         urls = {name: f"http://{HOST}:{port}" for name, port in ports.items()}
@@ -189,6 +201,7 @@ class LocalStack:
             runtime_url=runtime,
             agent=agent.name,
             bot_token=self._token,
+            pid=os.getpid(),
         )
         try:
             self._apply(self.info, agent)
@@ -231,6 +244,19 @@ class LocalStack:
             raise
         self.info.save()
         return self.info
+
+    def _refuse_a_running_stack(self) -> None:
+        """One stack per folder: a second would re-apply the agent with its own emulator
+        and take the first one's replies, and its stop would remove the first's file."""
+        try:
+            running = StackInfo.load(self.home)
+        except (StackError, OSError, ValueError, TypeError):
+            return  # none, or a file left by a stack that did not stop cleanly
+        if running.pid and running.pid != os.getpid() and _alive(running.pid):
+            raise StackError(
+                f"a stack is already running in {self.home} (pid {running.pid}, emulator "
+                f"{running.emulator_url}); stop it first, or give another --home"
+            )
 
     def _load_agent(self) -> TaskAgent:
         """The manifest, validated before anything starts (errors name the field)."""
@@ -287,5 +313,6 @@ class LocalStack:
                     os.killpg(proc.pid, 9)
                 proc.wait()
         self.procs.clear()
-        with contextlib.suppress(OSError):
-            (self.home / STACK_FILE).unlink()
+        if self.info is not None and self.info.pid == os.getpid():  # only our own file
+            with contextlib.suppress(OSError):
+                (self.home / STACK_FILE).unlink()
