@@ -352,3 +352,16 @@ def test_bad_turn_arguments_are_refused_clearly(store: Store, kwargs: dict) -> N
     with pytest.raises(ValueError), store.turn(**kwargs):
         pass
     assert store.keys() == []
+
+
+@pytest.mark.postgres
+def test_only_the_lease_skips_the_wal_flush_the_commit_waits_for_it(postgres_url: str) -> None:
+    """turn_load commits asynchronously (see postgres.sql); the setting must end with its
+    statement, or the turn's commit -- the state, consumed ids and outbox -- would too."""
+    with open_store(postgres_url, max_size=1) as store:
+        setting = "select current_setting('synchronous_commit') as value"
+        with store.turn("k") as turn:
+            assert store.connector.fetch_one(setting) == {"value": "on"}
+            turn.state = {"n": 1}
+        assert store.connector.fetch_one(setting) == {"value": "on"}
+        assert store.get("k").state == {"n": 1}

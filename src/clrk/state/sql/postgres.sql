@@ -29,7 +29,17 @@ insert into clrk_migrations (component, version, name) values (:component, :vers
 -- on this key; otherwise take the lease and return the state. Without :fence, the lease must
 -- be free or expired and the fence grows by one; with :fence (the dispatcher's token), it
 -- must not be lower than the highest fence seen, which it becomes. No row back = refused.
-with clock as (select extract(epoch from clock_timestamp())::float8 as now)
+--
+-- It commits without waiting for the WAL flush (synchronous_commit off for this statement's
+-- own transaction): the lease is seen by every session at once, only its durability waits
+-- for the next flush. Lost in a server crash, it costs no update: the turn's commit then
+-- finds lease and fence not its own and is refused (Conflict), and a superseded holder can
+-- commit only on the version it loaded, which nobody has moved past. One flush per turn
+-- instead of two (measured at 1 entry: 0.78 -> 0.53 ms a turn, bench/state_turns.py).
+with clock as (
+    select extract(epoch from clock_timestamp())::float8 as now,
+           set_config('synchronous_commit', 'off', true) as async_commit
+)
 insert into clrk_state as s
     (key, version, kind, value, fence, lease_owner, lease_expires_at, updated_at)
 select
