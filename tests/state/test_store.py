@@ -10,7 +10,7 @@ import time
 import pytest
 
 from clrk.errors import AlreadyConsumed, Conflict, SerializationError
-from clrk.state import Store
+from clrk.state import Store, open_store
 
 
 def commit(store: Store, key: str, state: object, **kwargs: object) -> int:
