@@ -24,6 +24,7 @@ from typing import Any
 
 import ormsgpack
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from clrk.errors import StoreError
 
@@ -80,9 +81,30 @@ def encode_item(serde: SerializerProtocol, value: Any) -> bytes:
     return ormsgpack.packb((type_, data))
 
 
-def decode_item(serde: SerializerProtocol, item: bytes) -> Any:
-    type_, data = ormsgpack.unpackb(item)
-    return serde.loads_typed((type_, data))
+def decode_items(serde: SerializerProtocol, items: Sequence[bytes]) -> list[Any]:
+    """A list's items, decoded in one call when LangGraph's own serializer made them all.
+
+    Item by item, ``loads_typed`` costs ~8 us a call beyond the decoding itself (measured:
+    600 messages took 13.9 ms, against 9.3 ms for LangGraph's saver, which decodes its
+    whole list at once). Items that JsonPlusSerializer wrote as ``msgpack`` are each one
+    msgpack object, so an array header before their bytes is that list's own encoding.
+    """
+    pairs = [ormsgpack.unpackb(item) for item in items]
+    if type(serde) is JsonPlusSerializer and pairs and all(t == "msgpack" for t, _ in pairs):
+        array = _msgpack_array_header(len(pairs)) + b"".join(data for _, data in pairs)
+        decoded = serde.loads_typed(("msgpack", array))
+        if isinstance(decoded, list) and len(decoded) == len(pairs):
+            return decoded
+    return [serde.loads_typed((type_, data)) for type_, data in pairs]
+
+
+def _msgpack_array_header(count: int) -> bytes:
+    """The msgpack format's array header for ``count`` elements (fixarray, array16/32)."""
+    if count < 16:
+        return bytes([0x90 | count])
+    if count < 1 << 16:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
 
 
 def encode_channel(
@@ -142,7 +164,7 @@ def decode_channels(
             values[channel] = serde.loads_typed((row.value_type or "", row.value or b""))
             continue
         items = _list_items(channel, row, by_key)
-        values[channel] = [decode_item(serde, item) for item in items]
+        values[channel] = decode_items(serde, items)
         memos[channel] = ListMemo(version, items, row.depth, row.chain_bytes)
     return values, memos
 
