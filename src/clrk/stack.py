@@ -223,7 +223,7 @@ class LocalStack:
                     "--ingress-url",
                     urls["ingress"],
                     "--agent",
-                    agent,
+                    agent.name,
                 ],
                 ports["proxy"],
             )
