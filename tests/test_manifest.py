@@ -202,3 +202,14 @@ def test_yaml_errors_are_one_line_with_where(text: str, says: str) -> None:
         load_manifest(text)
     assert "\n" not in str(info.value)
     assert says in info.value.reason and "(line " in info.value.reason
+
+
+def test_a_billion_laughs_is_refused_before_it_is_expanded() -> None:
+    """Bug (found by a helper): `clrk up --manifest` on YAML aliases nested nine deep took
+    8 GB and more, expanding them while validating."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    text = VALID + "\n".join(lines).replace("a0:", "x-a0:") + "\n"
+    with pytest.raises(ManifestError) as info:
+        load_manifest(text)
+    assert info.value.field == "<document>" and "more than 10000 values" in info.value.reason

@@ -37,6 +37,8 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 OnBusy = Literal["enqueue", "coalesce", "reject", "interrupt"]
+# Values a manifest may hold, aliases expanded; a real one holds a few dozen.
+MAX_VALUES = 10_000
 # Validation context key: the directory a relative ``workingDir`` is resolved against, and
 # whether that directory must exist (true when a user's file or text is loaded).
 _BASE = "base"
@@ -189,6 +191,10 @@ def load_manifest(source: str | os.PathLike[str] | dict[str, Any]) -> TaskAgent:
             raise ManifestError("<document>", f"not valid YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(data, dict):
         raise ManifestError("<document>", "must be a mapping with apiVersion, kind, metadata, spec")
+    if _expanded_size(data) > MAX_VALUES:
+        # YAML aliases can make a few lines stand for billions of values ("billion laughs");
+        # validating them would take all the memory there is.
+        raise ManifestError("<document>", f"holds more than {MAX_VALUES} values once expanded")
     context = {_BASE: base, _CHECK_DIRS: not isinstance(source, dict)}
     try:
         return TaskAgent.model_validate(data, context=context)
@@ -247,6 +253,23 @@ def _problem(error: Any) -> ManifestError:
     if field == "metadata.name" and kind == "string_pattern_mismatch":
         reason = "must be lowercase letters, digits and '-' (at most 63), as a DNS label"
     return ManifestError(field or "<document>", reason)
+
+
+def _expanded_size(data: Any) -> int:
+    """How many values ``data`` holds with every shared (aliased) part counted each time."""
+    sizes: dict[int, int] = {}
+
+    def size(value: Any) -> int:
+        if not isinstance(value, dict | list):
+            return 1
+        known = sizes.get(id(value))
+        if known is None:
+            sizes[id(value)] = 1  # a cycle (an alias to its own parent) counts once
+            children = value.values() if isinstance(value, dict) else value
+            known = sizes[id(value)] = 1 + sum(size(child) for child in children)
+        return known
+
+    return size(data)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
