@@ -17,7 +17,7 @@ import pytest
 
 from clrk import envelope
 from clrk.agents import slack_thread
-from clrk.errors import ReplyPending
+from clrk.errors import ReplyPending, SlackError
 from clrk.slack.emulator import create_app
 from clrk.slack.events import SlackMessage, parse_event
 from clrk.state import open_store
@@ -162,26 +162,42 @@ def test_a_retried_event_waits_for_the_reply_a_killed_run_had_claimed(
 ) -> None:
     """Killed while posting; the runtime's retry must not call the event done unanswered."""
     mention = _fixture(slack_fixtures, "app_mention_top_level.json")
+    monkeypatch.setattr(slack_thread, "CLAIM_SECONDS", 1.0)
+    monkeypatch.setattr(slack_thread, "CLAIM_POLL_SECONDS", 0.1)
 
     def killed(*args: Any, **kwargs: Any) -> None:
         raise SystemExit("killed while posting")
 
+    real_post = slack_thread.slack_client.post_reply
     monkeypatch.setattr(slack_thread.slack_client, "post_reply", killed)
     with pytest.raises(SystemExit):
         _run(env, mention)
-    monkeypatch.undo()
-    # The retry comes before the dead run's claim expired: it is told to try again later.
+    monkeypatch.setattr(slack_thread.slack_client, "post_reply", real_post)
+    # The retry comes before the dead run's claim expired: it waits the claim out, sends.
+    retried = _run(env, mention)
+    assert retried["status"] == "duplicate" and len(retried["posted"]) == 1
+    assert len(_thread(emulator, "C07ZP1MEH5S", "1784021532.401829")) == 1
+    assert _run(env, mention)["posted"] == []
+    assert len(_thread(emulator, "C07ZP1MEH5S", "1784021532.401829")) == 1
+
+
+def test_a_reply_still_held_after_a_claim_is_a_retryable_failure(
+    env, emulator, slack_fixtures, monkeypatch
+) -> None:
+    mention = _fixture(slack_fixtures, "app_mention_top_level.json")
+    monkeypatch.setattr(slack_thread, "CLAIM_SECONDS", 0.3)
+    monkeypatch.setattr(slack_thread, "CLAIM_POLL_SECONDS", 0.1)
+    monkeypatch.setattr(
+        slack_thread.slack_client, "post_reply", lambda *a, **k: (_ for _ in ()).throw(OSError())
+    )
+    with pytest.raises(OSError):
+        _run(env, mention)
+    with open_store(env["DATABASE_URL"]) as store:  # held by a run that never lets go
+        store.connector.execute("update clrk_outbox set claimed_until = 1e12", {})
     with pytest.raises(ReplyPending) as info:
         _run(env, mention)
     assert info.value.key.endswith(":1784021532.401829")
     assert _thread(emulator, "C07ZP1MEH5S", "1784021532.401829") == []
-    with open_store(env["DATABASE_URL"]) as store:
-        store.connector.execute("update clrk_outbox set claimed_until = 0", {})
-    # A later retry, after the claim ran out, sends it; one more finds nothing left to do.
-    assert _run(env, mention)["status"] == "duplicate"
-    assert len(_thread(emulator, "C07ZP1MEH5S", "1784021532.401829")) == 1
-    assert _run(env, mention)["status"] == "duplicate"
-    assert len(_thread(emulator, "C07ZP1MEH5S", "1784021532.401829")) == 1
 
 
 def test_main_turns_a_pending_reply_into_a_retryable_exit(monkeypatch, capsys) -> None:
@@ -238,6 +254,33 @@ def test_a_reply_slack_refuses_for_good_is_given_up_not_retried_forever(
             "select failure, attempts from clrk_outbox where id = :id", {"id": outbox_id}
         )
     assert row == {"failure": "slack chat.postMessage failed: channel_not_found", "attempts": 1}
+
+
+def test_a_long_rate_limit_hands_the_reply_back_without_posting_late(
+    env, emulator, slack_fixtures
+) -> None:
+    """Bug: the run slept through a 20 s Retry-After past its 10 s claim; another run took
+    the reply meanwhile and both posted it. Now the run gives up at once, hands the reply
+    back, and fails so that the runtime retries it; the retry posts it once."""
+    import time
+
+    httpx.post(
+        f"{emulator}/_emulator/failures",
+        json={"channel": "C07ZP1MEH5S", "error": "ratelimited", "retry_after": 120},
+    )
+    mention = _fixture(slack_fixtures, "app_mention_top_level.json")
+    started = time.monotonic()
+    with pytest.raises(SlackError):
+        _run(env, mention)
+    assert time.monotonic() - started < 10
+    with open_store(env["DATABASE_URL"]) as store:
+        [entry] = store.pending_outbox(key=_envelope(mention)["subject"], claim_seconds=1)
+        store.release_claim(entry.id)
+    other = _run(env, _elsewhere(mention, "C0OTHERCHAN"))  # another thread: not slowed
+    assert len(other["posted"]) == 1
+    retried = _run(env, mention)  # the runtime's retry, once the limit is over
+    assert retried["status"] == "duplicate" and retried["posted"] == [entry.id]
+    assert len(_thread(emulator, "C07ZP1MEH5S", "1784021532.401829")) == 1
 
 
 def test_a_leftover_that_fails_for_now_does_not_fail_another_thread(

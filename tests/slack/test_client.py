@@ -96,6 +96,30 @@ def test_a_429_on_the_first_post_is_retried(emulator: tuple[str, Emulator]) -> N
     assert [m["text"] for m in thread["messages"]] == ["after the limit"]
 
 
+def test_no_request_starts_after_the_deadline(emulator: tuple[str, Emulator]) -> None:
+    """Bug: a Retry-After longer than the deliverer's hold on its outbox entry was slept
+    through and the reply posted late, after another run had taken the entry and posted
+    it: the same reply twice. Within a deadline, such a 429 is raised instead."""
+    import time
+
+    from clrk.slack.client import within
+
+    url, state = emulator
+    client = make_client(base_url=url + "/api/", token=DEFAULT_BOT_TOKEN)
+    _fail_next(url, "ratelimited", retry_after=20)
+    started = time.monotonic()
+    with within(client, started + 5), pytest.raises(SlackError):
+        post_reply(client, channel=CHANNEL, thread_ts=ROOT, text="too late")
+    assert time.monotonic() - started < 3, "it did not sleep out the 20 s"
+    assert _posts(state) == 1
+    _fail_next(url, "ratelimited", retry_after=0)
+    with within(client, time.monotonic() + 5):  # a short wait fits: retried, posted
+        assert len(post_reply(client, channel=CHANNEL, thread_ts=ROOT, text="in time")) == 1
+    with within(client, time.monotonic() - 1), pytest.raises(SlackError, match="deadline"):
+        post_reply(client, channel=CHANNEL, thread_ts=ROOT, text="past it")
+    assert _posts(state) == 3
+
+
 def test_rate_limit_that_does_not_lift_is_reported(emulator: tuple[str, Emulator]) -> None:
     url, state = emulator
     client = make_client(base_url=url + "/api/", token=DEFAULT_BOT_TOKEN, max_rate_limit_retries=1)

@@ -227,8 +227,20 @@ def test_unsent_entries_of_one_key_include_claimed_ones(store: Store) -> None:
     assert [e.id for e in store.pending_outbox(key="a")] == [a_id], "claimed, still unsent"
     store.mark_sent(a_id)
     assert store.pending_outbox(key="a") == []
-    with pytest.raises(ValueError):
-        store.pending_outbox(key="a", claim_seconds=1)
+
+
+def test_a_deliverer_claims_one_keys_entries_and_can_hand_them_back(store: Store) -> None:
+    ids = {}
+    for key in ("a", "b"):
+        with store.turn(key) as turn:
+            ids[key] = turn.add_outbox({"for": key})
+    assert [e.id for e in store.pending_outbox(key="a", claim_seconds=30)] == [ids["a"]]
+    assert store.pending_outbox(key="a", claim_seconds=30) == [], "held by the first"
+    assert [e.id for e in store.pending_outbox(claim_seconds=30)] == [ids["b"]]
+    assert store.release_claim(ids["a"]) is True  # the first gave up for now
+    assert [e.id for e in store.pending_outbox(key="a", claim_seconds=30)] == [ids["a"]]
+    store.mark_sent(ids["a"])
+    assert store.release_claim(ids["a"]) is False
 
 
 # -- values --------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,8 +48,10 @@ from clrk.state.langgraph import ClrkSaver
 
 DATABASE_ENV = "DATABASE_URL"
 REPLY_KIND = "slack.reply"
-# Long enough to post a reply (with 429 retries); a dead run's entry returns after it.
-CLAIM_SECONDS = 10.0
+# How long a run holds the replies it delivers (it posts nothing after): long enough for
+# a reply with 429 waits; a dead run's entries return to others after it.
+CLAIM_SECONDS = 60.0
+CLAIM_POLL_SECONDS = 0.5
 NOT_SAID = (
     "edit",
     "delete",
@@ -129,39 +132,65 @@ class Delivery:
     refused: dict[str, str] = field(default_factory=dict)
 
 
-def deliver_outbox(store: Any, client: Any, *, fresh: set[str]) -> Delivery:
-    """Post every committed, unsent reply in this store, then mark it sent.
+def deliver_outbox(store: Any, client: Any, *, key: str, fresh: set[str]) -> Delivery:
+    """Post the committed, unsent replies of thread ``key``, then mark them sent.
 
-    Entries are claimed for ``CLAIM_SECONDS`` so two runs never post the same one at once.
+    Entries are claimed for ``CLAIM_SECONDS`` so two runs never post the same one at once,
+    and nothing is posted once the claim may have run out (429 waits included, see
+    ``slack_client.within``): a run that gives up hands its entries back for the next.
     An entry not created by this run (``fresh``) is a leftover of a run that died after its
     commit: it is posted only if Slack does not already show a message carrying its id.
+    Only this thread's entries: another thread's rate limit must not slow this one, and
+    its own leftovers are redelivered by the runtime's retry of its event.
 
     A reply Slack refuses for good (``channel_not_found``, ``is_archived``, ...) is given
     up with the reason kept (``Store.mark_failed``): left pending, it would fail every later
-    run of the agent, on every thread. A leftover that fails for a passing reason (429s
-    past the client's retries, Slack unreachable) stays pending for a later run and does not
-    fail this one; only this run's own replies (``fresh``) fail it, so that it is retried.
+    run of this thread. One that fails for a passing reason (a 429 past the claim, Slack
+    unreachable) is handed back; it fails this run only if this run made it (``fresh``),
+    so that the runtime retries the run.
     """
     done = Delivery()
-    for entry in store.pending_outbox(claim_seconds=CLAIM_SECONDS):
-        payload = entry.payload
-        if not isinstance(payload, dict) or payload.get("kind") != REPLY_KIND:
-            continue
-        try:
-            if _post_once(client, entry.id, payload, leftover=entry.id not in fresh):
-                done.posted.append(entry.id)
-        except PermanentSlackError as exc:
-            store.mark_failed(entry.id, str(exc))
-            done.refused[entry.id] = exc.code
-            _warn(f"reply {entry.id} to {payload.get('channel')} given up: {exc}")
-            continue
-        except (SlackError, OSError) as exc:
-            if entry.id in fresh:
-                raise
-            _warn(f"reply {entry.id} left for a later run: {exc}")
-            continue
-        store.mark_sent(entry.id)
+    entries = store.pending_outbox(key=key, claim_seconds=CLAIM_SECONDS)
+    # Stop early enough that a request in flight at the deadline ends within the claim.
+    margin = min(2 * slack_client.REQUEST_TIMEOUT_SECONDS, CLAIM_SECONDS / 2)
+    deadline = time.monotonic() + CLAIM_SECONDS - margin
+    failure: BaseException | None = None
+    with slack_client.within(client, deadline):
+        for entry in entries:
+            payload = entry.payload
+            if not isinstance(payload, dict) or payload.get("kind") != REPLY_KIND:
+                continue
+            try:
+                if failure is not None:
+                    raise failure  # hand the rest back too
+                if _post_once(client, entry.id, payload, leftover=entry.id not in fresh):
+                    done.posted.append(entry.id)
+            except PermanentSlackError as exc:
+                store.mark_failed(entry.id, str(exc))
+                done.refused[entry.id] = exc.code
+                _warn(f"reply {entry.id} to {payload.get('channel')} given up: {exc}")
+                continue
+            except (SlackError, OSError) as exc:
+                store.release_claim(entry.id)
+                if entry.id in fresh and failure is None:
+                    failure = exc
+                _warn(f"reply {entry.id} left for a later run: {exc}")
+                continue
+            store.mark_sent(entry.id)
+    if failure is not None:
+        raise failure
     return done
+
+
+def _deliver_when_free(store: Any, client: Any, key: str) -> list[str]:
+    """Deliver ``key``'s leftovers, waiting up to one claim for a dead run's to return."""
+    posted: list[str] = []
+    give_up_at = time.monotonic() + CLAIM_SECONDS + 1
+    while True:
+        posted += deliver_outbox(store, client, key=key, fresh=set()).posted
+        if not store.pending_outbox(key=key) or time.monotonic() >= give_up_at:
+            return posted
+        time.sleep(CLAIM_POLL_SECONDS)
 
 
 def _post_once(client: Any, outbox_id: str, payload: dict[str, Any], *, leftover: bool) -> bool:
@@ -221,7 +250,8 @@ def run(envelopes: list[dict[str, Any]], env: dict[str, str] | None = None) -> d
     thread = _Thread(key, fence, url, env, policy=ReplyPolicy.from_env(env), bot_user=bot_user)
 
     with open_store(url) as store:
-        deliver_outbox(store, client, fresh=set())  # repair a crash after a past commit
+        # Repair a run of this thread that died after its commit, before its reply.
+        earlier = deliver_outbox(store, client, key=key, fresh=set()).posted
         while True:
             try:
                 meta, reply_text, fresh = thread.turn(store, events)
@@ -233,19 +263,20 @@ def run(envelopes: list[dict[str, Any]], env: dict[str, str] | None = None) -> d
                 if any(isinstance(p, SlackMessage) for _, p in events):
                     continue
                 # The turn was done by an earlier run. If that run died before its reply
-                # went out (still claimed, so not yet ours to send), fail so the runtime
-                # retries.
+                # went out, its claim keeps the reply from us for a while: wait it out and
+                # send it; fail (so the runtime retries) only if it is still not out.
+                posted = earlier + _deliver_when_free(store, client, key)
                 stuck = [e.id for e in store.pending_outbox(key=key)]
                 if stuck:
                     raise ReplyPending(key, stuck) from exc
-                return {"status": "duplicate", "event_ids": exc.event_ids}
-        delivery = deliver_outbox(store, client, fresh=fresh)
+                return {"status": "duplicate", "event_ids": exc.event_ids, "posted": posted}
+        delivery = deliver_outbox(store, client, key=key, fresh=fresh)
     result = {
         "status": "ok",
         "key": key,
         "turn": meta["turns"],
         "reply": reply_text,
-        "posted": delivery.posted,
+        "posted": earlier + delivery.posted,
     }
     if delivery.refused:
         result["undeliverable"] = delivery.refused

@@ -13,6 +13,9 @@ looks at its value.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from slack_sdk import WebClient
@@ -28,6 +31,8 @@ API_URL_ENV = "SLACK_API_URL"
 TOKEN_ENV = "SLACK_BOT_TOKEN"
 DEFAULT_API_URL = "https://slack.com/api/"
 PROXY_PLACEHOLDER_TOKEN = "placeholder-injected-by-proxy"
+# A request that hangs must not outlast a deliverer's hold on its outbox entry.
+REQUEST_TIMEOUT_SECONDS = 10
 # Slack accepts up to 40,000 characters but advises 4,000 for a readable message.
 DEFAULT_MAX_CHARS = 4_000
 REPLY_EVENT_TYPE = "clrk_reply"
@@ -66,11 +71,70 @@ def make_client(
     return WebClient(
         token=token,
         base_url=base_url.rstrip("/") + "/",
+        timeout=REQUEST_TIMEOUT_SECONDS,
         retry_handlers=[
             ConnectionErrorRetryHandler(),
-            RateLimitErrorRetryHandler(max_retry_count=max_rate_limit_retries),
+            RateLimitWithinDeadline(max_retry_count=max_rate_limit_retries),
         ],
     )
+
+
+class RateLimitWithinDeadline(RateLimitErrorRetryHandler):
+    """slack_sdk's 429 handling (sleep ``Retry-After``, try again), but no request starts
+    after ``deadline`` (``time.monotonic()``), when one is set: a caller whose hold ends at
+    T sets it to T less a request's timeout (``REQUEST_TIMEOUT_SECONDS``).
+
+    A deliverer holds its outbox entry for a while only; if it slept through a long
+    ``Retry-After`` and posted after that, another deliverer that took the entry meanwhile
+    would post it too: the same reply twice. Past the deadline the 429 is raised instead.
+    """
+
+    def __init__(self, max_retry_count: int = 1) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.deadline: float | None = None
+
+    def _can_retry(
+        self, *, state: Any, request: Any, response: Any = None, error: Any = None
+    ) -> bool:
+        if not super()._can_retry(state=state, request=request, response=response, error=error):
+            return False
+        if self.deadline is None:
+            return True
+        wait = _retry_after_seconds(response.headers) + 1  # slack_sdk adds up to 1 s
+        return time.monotonic() + wait < self.deadline
+
+
+def _retry_after_seconds(headers: dict[str, Any]) -> float:
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            raw = value[0] if isinstance(value, list) else value
+            try:
+                return float(raw)
+            except (TypeError, ValueError):
+                break
+    return 1.0
+
+
+def _past_deadline(client: WebClient) -> bool:
+    return any(
+        isinstance(h, RateLimitWithinDeadline)
+        and h.deadline is not None
+        and time.monotonic() >= h.deadline
+        for h in client.retry_handlers
+    )
+
+
+@contextmanager
+def within(client: WebClient, deadline: float | None) -> Iterator[None]:
+    """Calls on ``client`` inside the block retry 429s only while ``deadline`` allows."""
+    handlers = [h for h in client.retry_handlers if isinstance(h, RateLimitWithinDeadline)]
+    for handler in handlers:
+        handler.deadline = deadline
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.deadline = None
 
 
 def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
@@ -126,6 +190,8 @@ def post_reply(
     for number, piece in enumerate(pieces, start=1):
         if number in done:
             continue
+        if _past_deadline(client):  # the pieces before took the time (see `within`)
+            raise SlackError("deadline_passed", "chat.postMessage")
         kwargs: dict[str, Any] = {"channel": channel, "thread_ts": thread_ts, "text": piece}
         if metadata is not None:
             payload = {**metadata.get("event_payload", {}), "part": number, "parts": len(pieces)}

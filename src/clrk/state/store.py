@@ -133,20 +133,22 @@ def pending_outbox(
     claim_seconds: float | None,
     key: str | None = None,
 ) -> list[OutboxEntry]:
-    if key is not None:
-        if claim_seconds is not None:
-            raise ValueError("claiming is for deliverers of every key; pass key or claim_seconds")
-        rows = db.fetch_all(queries["outbox_pending_for_key"], {"limit": limit, "key": key})
-    elif claim_seconds is None:
-        rows = db.fetch_all(queries["outbox_pending"], {"limit": limit})
-    else:
-        params = {"limit": limit, "claim_seconds": float(claim_seconds)}
+    if claim_seconds is not None:
+        params = {"limit": limit, "claim_seconds": float(claim_seconds), "key": key}
         rows = db.fetch_all(queries["outbox_claim"], params)
+    elif key is not None:
+        rows = db.fetch_all(queries["outbox_pending_for_key"], {"limit": limit, "key": key})
+    else:
+        rows = db.fetch_all(queries["outbox_pending"], {"limit": limit})
     return sorted((_rows.outbox_entry(row) for row in rows), key=_rows.outbox_order)
 
 
 def mark_sent(db: Connector, queries: dict[str, str], entry_id: str) -> bool:
     return db.execute(queries["outbox_mark_sent"], {"id": entry_id}) > 0
+
+
+def release_claim(db: Connector, queries: dict[str, str], entry_id: str) -> bool:
+    return db.execute(queries["outbox_release"], {"id": entry_id}) > 0
 
 
 def mark_failed(db: Connector, queries: dict[str, str], entry_id: str, reason: str) -> bool:
@@ -208,15 +210,21 @@ class Store:
     ) -> list[OutboxEntry]:
         """Committed, unsent outbox entries, oldest first (only ``key``'s, when given).
 
-        With ``claim_seconds``, each returned entry is claimed for that long, so concurrent
-        deliverers do not get it at the same time; if it is not marked sent by then (the
-        deliverer died), a later call returns it again.
+        With ``claim_seconds``, only entries nobody holds are returned, each claimed for that
+        long, so concurrent deliverers do not get it at the same time; if it is not marked
+        sent by then (the deliverer died), a later call returns it again. A deliverer must
+        not send after its claim ran out: another may have taken the entry.
         """
         return pending_outbox(self.connector, self.queries, limit, claim_seconds, key)
 
     def mark_sent(self, entry_id: str) -> bool:
         """Record a delivery; ``False`` if the entry was already marked or does not exist."""
         return mark_sent(self.connector, self.queries, entry_id)
+
+    def release_claim(self, entry_id: str) -> bool:
+        """Hand a claimed entry back at once, for a deliverer that gives up for now (a rate
+        limit longer than its claim): the next deliverer need not wait for the claim."""
+        return release_claim(self.connector, self.queries, entry_id)
 
     def mark_failed(self, entry_id: str, reason: str) -> bool:
         """Give up an entry the receiver refused for good; it is no longer pending.

@@ -139,7 +139,8 @@ order by created_at, version, seq limit :limit
 
 -- name: outbox_claim
 -- Like outbox_pending, but takes the entries for :claim_seconds so that concurrent
--- deliverers do not send the same entry at once; an expired claim is taken again.
+-- deliverers do not send the same entry at once; an expired claim is taken again. With
+-- :key, only that key's entries.
 with clock as (select extract(epoch from clock_timestamp())::float8 as now)
 update clrk_outbox set
     claimed_until = clock.now + :claim_seconds::float8,
@@ -147,11 +148,16 @@ update clrk_outbox set
 from clock
 where id in (
     select o.id from clrk_outbox as o, clock as c
-    where o.sent_at is null and (o.claimed_until is null or o.claimed_until <= c.now)
+    where o.sent_at is null and (cast(:key as text) is null or o.key = :key)
+        and (o.claimed_until is null or o.claimed_until <= c.now)
     order by o.created_at, o.key, o.version, o.seq limit :limit
     for update of o skip locked
 )
 returning id, key, version, seq, payload, created_at, attempts
+
+-- name: outbox_release
+-- Hand a claimed entry back before its claim runs out (the deliverer gave up for now).
+update clrk_outbox set claimed_until = null where id = :id and sent_at is null
 
 -- name: outbox_mark_sent
 update clrk_outbox set sent_at = extract(epoch from clock_timestamp())::float8

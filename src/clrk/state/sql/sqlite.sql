@@ -121,17 +121,22 @@ order by created_at, version, seq limit :limit
 
 -- name: outbox_claim
 -- Like outbox_pending, but takes the entries for :claim_seconds so that concurrent
--- deliverers do not send the same entry at once; an expired claim is taken again.
+-- deliverers do not send the same entry at once; an expired claim is taken again. With
+-- :key, only that key's entries.
 update clrk_outbox set
     claimed_until = (julianday('now') - 2440587.5) * 86400.0 + :claim_seconds,
     attempts = attempts + 1
 where id in (
     select id from clrk_outbox
-    where sent_at is null
+    where sent_at is null and (:key is null or key = :key)
         and (claimed_until is null or claimed_until <= (julianday('now') - 2440587.5) * 86400.0)
     order by created_at, key, version, seq limit :limit
 )
 returning id, key, version, seq, payload, created_at, attempts
+
+-- name: outbox_release
+-- Hand a claimed entry back before its claim runs out (the deliverer gave up for now).
+update clrk_outbox set claimed_until = null where id = :id and sent_at is null
 
 -- name: outbox_mark_sent
 update clrk_outbox set sent_at = (julianday('now') - 2440587.5) * 86400.0
