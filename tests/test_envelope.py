@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from clrk import envelope
@@ -64,12 +65,29 @@ def test_batch_round_trip() -> None:
         # Bugs: these were 500s from deep inside the ingress, not 400s.
         (b'{"thread": "bad\\ud800"}', "not valid Unicode"),
         (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests too deeply"),
+        (b'{"n": ' + b"1" * 5000 + b"}", "not usable JSON"),
     ],
 )
 def test_parse_body_rejects_malformed(body: bytes, words: str) -> None:
     with pytest.raises(BadRequest) as info:
         envelope.parse_body(body)
     assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({}, {"event_id": "Ev\u0000nul"}),
+        ({}, {"event_id": "half \ud800"}),
+        ({"X-Clrk-Event-Id": "x" * 513}, {}),
+        ({}, {"event_id": "E" * 600}),
+    ],
+)
+def test_event_ids_no_store_can_keep_are_refused(headers: dict, body: dict) -> None:
+    """Bug: a NUL in the event id was stored by SQLite and a 503 on Postgres (a poison
+    message the sender retried forever); now a 400, on both."""
+    with pytest.raises(BadRequest, match="event id"):
+        envelope.event_id_for(httpx.Headers(headers), body)
 
 
 def test_from_json_rejects_non_cloudevents() -> None:

@@ -23,8 +23,11 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
 from clrk.errors import BadRequest
+from clrk.state.values import text_problem
 
 EVENT_ID_HEADER = "x-clrk-event-id"
+# The inbox deduplicates on it, so every store must be able to index it.
+MAX_EVENT_ID_LENGTH = 512
 DEFAULT_SOURCE = "/clrk/ingress"
 DEFAULT_TYPE = "dev.clrk.event"
 CONTENT_TYPE = JSONFormat.CONTENT_TYPE
@@ -65,6 +68,8 @@ def parse_body(body: bytes) -> dict[str, Any]:
         ) from exc
     except RecursionError as exc:
         raise BadRequest("body nests too deeply to be parsed") from exc
+    except ValueError as exc:  # e.g. an integer past Python's 4300-digit limit
+        raise BadRequest(f"body is not usable JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise BadRequest(f"body must be a JSON object, not {type(data).__name__}")
     try:
@@ -84,12 +89,16 @@ def event_id_for(headers: Mapping[str, str], body: Mapping[str, Any]) -> str:
     ``headers`` must be case-insensitive (Starlette's and httpx's are).
     """
     header = (headers.get(EVENT_ID_HEADER) or "").strip()
-    if header:
-        return header
     body_id = body.get("event_id")
-    if isinstance(body_id, str) and body_id.strip():
-        return body_id.strip()
-    return str(uuid.uuid4())
+    found = header or (body_id.strip() if isinstance(body_id, str) else "")
+    if not found:
+        return str(uuid.uuid4())
+    problem = text_problem(found) or (
+        f"more than {MAX_EVENT_ID_LENGTH} characters" if len(found) > MAX_EVENT_ID_LENGTH else None
+    )
+    if problem is not None:  # it is the inbox's dedupe key: every store must hold it
+        raise BadRequest(f"event id {found[:80]!r} holds {problem}")
+    return found
 
 
 def valid_traceparent(value: str | None) -> bool:

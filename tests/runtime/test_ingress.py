@@ -79,6 +79,10 @@ def test_redelivery_is_a_duplicate_of_the_first(ingress: tuple[str, Inbox]) -> N
         ({"thread": 1.5}, "echo", 400, "partition key"),
         ({"thread": "x" * 5000}, "echo", 413, "limit"),
         ({"thread": "t"}, "", 400, "X-Clrk-TaskAgent"),
+        # Bugs: 202 then a dispatcher crash (SQLite), or a 503 the sender retried forever
+        # (Postgres), for text no store can keep.
+        ({"thread": "a\u0000b"}, "echo", 400, "partition key"),
+        ({"thread": "t", "event_id": "Ev\u0000"}, "echo", 400, "event id"),
     ],
 )
 def test_refusals_store_nothing(

@@ -16,6 +16,7 @@ import jmespath.exceptions
 from jmespath.parser import ParsedResult
 
 from clrk.errors import BadRequest
+from clrk.state.values import text_problem
 
 MAX_KEY_LENGTH = 512
 
@@ -43,4 +44,7 @@ def partition_key(expression: str, envelope: dict[str, Any]) -> str:
         raise BadRequest(f"partition key {expression!r} yielded an empty string")
     if len(value) > MAX_KEY_LENGTH:
         raise BadRequest(f"partition key longer than {MAX_KEY_LENGTH} characters")
+    problem = text_problem(value)
+    if problem is not None:  # no store could keep it: refuse it now, not in the dispatcher
+        raise BadRequest(f"partition key {value!r} holds {problem}")
     return value
