@@ -377,3 +377,47 @@ def test_only_the_lease_skips_the_wal_flush_the_commit_waits_for_it(postgres_url
             turn.state = {"n": 1}
         assert store.connector.fetch_one(setting) == {"value": "on"}
         assert store.get("k").state == {"n": 1}
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda store: store.get("nul\x00key"),
+        lambda store: store.history("nul\x00key"),
+        lambda store: store.delete("nul\x00key"),
+        lambda store: store.keys(prefix="nul\x00"),
+        lambda store: store.pending_outbox(key="nul\x00key"),
+        lambda store: store.get("k" * 513),
+        lambda store: store.keys(limit=-1),
+        lambda store: store.pending_outbox(limit=-1),
+        lambda store: store.pending_outbox(claim_seconds=float("nan")),
+        lambda store: store.pending_outbox(claim_seconds=-1),
+    ],
+)
+def test_bad_arguments_are_one_error_on_every_backend(store: Store, call) -> None:
+    """Bugs (found by a helper): each of these answered on SQLite (None, [], unlimited) and
+    raised a StoreError on Postgres."""
+    with pytest.raises(ValueError):
+        call(store)
+
+
+def test_odd_values_fail_alike_on_every_backend(store: Store) -> None:
+    with pytest.raises(ValueError, match="2\\*\\*63"), store.turn("k", fence=2**63):
+        pass
+    with pytest.raises(ValueError, match="more than 512"), store.turn("k" * 513):
+        pass
+    with store.turn("k") as turn, pytest.raises(SerializationError) as info:
+        turn.add_outbox({"text": "half \ud800"})
+    assert info.value.path == "outbox[0].text"
+    deep: list[object] = []
+    node = deep
+    for _ in range(100_000):
+        node.append([])
+        node = node[0]  # type: ignore[assignment]
+    with pytest.raises(SerializationError, match="nested too deeply"), store.turn("k") as turn:
+        turn.state = deep
+    with store.turn("k") as turn:
+        entry = turn.add_outbox({"n": 1})
+    assert store.mark_failed(entry, "refused: \x00 \udc80") is True
+    assert store.mark_sent("nul\x00id") is False
+    assert store.keys() == ["k"] and store.get("k").state is None

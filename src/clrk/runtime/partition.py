@@ -16,9 +16,7 @@ import jmespath.exceptions
 from jmespath.parser import ParsedResult
 
 from clrk.errors import BadRequest
-from clrk.state.values import text_problem
-
-MAX_KEY_LENGTH = 512
+from clrk.state.values import MAX_KEY_LENGTH, text_problem
 
 
 @lru_cache(maxsize=256)

@@ -12,10 +12,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clrk.errors import AlreadyConsumed, Conflict
-from clrk.state.values import decode_value, dump_json, encode_value, text_problem
+from clrk.state.values import (
+    MAX_KEY_LENGTH,
+    decode_value,
+    dump_json_bytes,
+    encode_value,
+    text_problem,
+)
 
 # "No limit" for queries with a :limit parameter (SQLite and Postgres disagree on NULL/-1).
 NO_LIMIT = 2**62
+# Fences are stored as 64-bit integers.
+MAX_FENCE = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,7 @@ class Turn:
         ``payload`` must be JSON-compatible (checked now, so the error points here).
         """
         seq = len(self.outbox_rows)
-        text = dump_json(payload, f"outbox[{seq}]")
+        text = dump_json_bytes(payload, f"outbox[{seq}]").decode("utf-8")
         entry_id = uuid.uuid4().hex
         self.outbox_rows.append({"id": entry_id, "seq": seq, "payload": text})
         return entry_id
@@ -88,15 +96,32 @@ def load_params(
     }
 
 
+def check_key(key: Any, *, prefix: bool = False) -> str:
+    """A key (or key prefix) every backend can store and index alike, else ``ValueError``.
+
+    Checked before any I/O so that SQLite and Postgres give the same answer: Postgres text
+    holds no NUL, and its index entries have a size limit that long keys would pass.
+    """
+    if not isinstance(key, str) or (not key and not prefix):
+        raise ValueError(f"key must be a non-empty string, got {key!r}")
+    problem = text_problem(key) or (
+        f"more than {MAX_KEY_LENGTH} characters" if len(key) > MAX_KEY_LENGTH else None
+    )
+    if problem is not None:
+        raise ValueError(f"key {key[:80]!r} holds {problem}")
+    return key
+
+
+def check_limit(limit: Any) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
+
+
 def check_turn_args(
     key: str, consumes: Any, fence: int | None, lease_seconds: float
 ) -> tuple[str, ...]:
     """Validate ``turn()`` arguments; return the consumed ids, de-duplicated, in order."""
-    if not isinstance(key, str) or not key:
-        raise ValueError(f"key must be a non-empty string, got {key!r}")
-    problem = text_problem(key)
-    if problem is not None:  # one answer on every backend, before any I/O
-        raise ValueError(f"key {key!r} holds {problem}")
+    check_key(key)
     if isinstance(consumes, str):
         raise ValueError("consumes must be a list of event ids, not a single string")
     ids = tuple(dict.fromkeys(consumes))
@@ -105,8 +130,10 @@ def check_turn_args(
         for event_id in ids
     ):
         raise ValueError(f"consumes must hold non-empty UTF-8 strings, got {list(ids)!r}")
-    if fence is not None and (isinstance(fence, bool) or not isinstance(fence, int) or fence < 0):
-        raise ValueError(f"fence must be a non-negative int or None, got {fence!r}")
+    if fence is not None and (
+        isinstance(fence, bool) or not isinstance(fence, int) or not 0 <= fence <= MAX_FENCE
+    ):
+        raise ValueError(f"fence must be an int from 0 to 2**63 - 1 or None, got {fence!r}")
     if not lease_seconds > 0:
         raise ValueError(f"lease_seconds must be positive, got {lease_seconds!r}")
     return ids

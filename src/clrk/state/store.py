@@ -30,6 +30,7 @@ from clrk.state._rows import NO_LIMIT, OutboxEntry, Snapshot, Turn
 from clrk.state.connector import Connector, open_connector
 from clrk.state.migrate import run_migrations
 from clrk.state.queries import load_queries
+from clrk.state.values import text_problem
 
 COMPONENT = "state"
 DEFAULT_LEASE_SECONDS = 30.0
@@ -96,6 +97,7 @@ def abandon_turn(db: Connector, queries: dict[str, str], turn: Turn, exc: BaseEx
 
 
 def get_state(db: Connector, queries: dict[str, str], key: str) -> Snapshot | None:
+    _rows.check_key(key)
     row = db.fetch_one(queries["state_get"], {"key": key})
     return _rows.snapshot(row) if row is not None and row["version"] > 0 else None
 
@@ -103,12 +105,15 @@ def get_state(db: Connector, queries: dict[str, str], key: str) -> Snapshot | No
 def list_keys(
     db: Connector, queries: dict[str, str], prefix: str = "", limit: int | None = None
 ) -> list[str]:
+    _rows.check_key(prefix, prefix=True)
+    _rows.check_limit(limit)
     params = {"prefix": prefix, "limit": NO_LIMIT if limit is None else limit}
     return [row["key"] for row in db.fetch_all(queries["state_keys"], params)]
 
 
 def read_history(db: Connector, queries: dict[str, str], key: str) -> list[Snapshot]:
     """Kept versions (``keep_history``), always ending with the current one."""
+    _rows.check_key(key)
     with db.transaction():  # one consistent view of history and current state
         kept = [_rows.snapshot(r) for r in db.fetch_all(queries["state_history"], {"key": key})]
         current = get_state(db, queries, key)
@@ -119,6 +124,7 @@ def read_history(db: Connector, queries: dict[str, str], key: str) -> list[Snaps
 
 def delete_thread(db: Connector, queries: dict[str, str], key: str) -> bool:
     """Delete everything under ``key`` in every table; return whether it had a state."""
+    _rows.check_key(key)
     with db.transaction():
         existed = db.execute(queries["thread_delete_state"], {"key": key}) > 0
         for name in ("thread_delete_consumed", "thread_delete_outbox", "thread_delete_history"):
@@ -133,7 +139,12 @@ def pending_outbox(
     claim_seconds: float | None,
     key: str | None = None,
 ) -> list[OutboxEntry]:
+    _rows.check_limit(limit)
+    if key is not None:
+        _rows.check_key(key)
     if claim_seconds is not None:
+        if not 0 < claim_seconds < float("inf"):
+            raise ValueError(f"claim_seconds must be a positive number, got {claim_seconds!r}")
         params = {"limit": limit, "claim_seconds": float(claim_seconds), "key": key}
         rows = db.fetch_all(queries["outbox_claim"], params)
     elif key is not None:
@@ -144,15 +155,23 @@ def pending_outbox(
 
 
 def mark_sent(db: Connector, queries: dict[str, str], entry_id: str) -> bool:
+    if text_problem(entry_id) is not None:
+        return False  # no entry has such an id
     return db.execute(queries["outbox_mark_sent"], {"id": entry_id}) > 0
 
 
 def release_claim(db: Connector, queries: dict[str, str], entry_id: str) -> bool:
+    if text_problem(entry_id) is not None:
+        return False
     return db.execute(queries["outbox_release"], {"id": entry_id}) > 0
 
 
 def mark_failed(db: Connector, queries: dict[str, str], entry_id: str, reason: str) -> bool:
-    params = {"id": entry_id, "failure": reason or "failed"}
+    if text_problem(entry_id) is not None:
+        return False
+    # A reason is free text from elsewhere: keep it storable on every backend.
+    storable = (reason or "failed").replace("\x00", "\\0").encode("utf-8", "backslashreplace")
+    params = {"id": entry_id, "failure": storable.decode("utf-8")}
     return db.execute(queries["outbox_mark_failed"], params) > 0
 
 

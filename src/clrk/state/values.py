@@ -23,6 +23,9 @@ KIND_JSON = "json"
 KIND_BYTES = "bytes"
 
 _JSON_KEY_TYPES = (str, int, float, bool, type(None))
+# Keys (thread keys, partition keys) stay short enough for any backend's index (Postgres:
+# 2704 bytes an entry; 512 characters are at most 2048 bytes of UTF-8).
+MAX_KEY_LENGTH = 512
 
 
 def encode_value(value: Any, root: str = "$") -> tuple[str, bytes | None]:
@@ -31,13 +34,16 @@ def encode_value(value: Any, root: str = "$") -> tuple[str, bytes | None]:
         return KIND_NONE, None
     if isinstance(value, bytes | bytearray | memoryview):
         return KIND_BYTES, bytes(value)
+    return KIND_JSON, dump_json_bytes(value, root)
+
+
+def dump_json_bytes(value: Any, root: str = "$") -> bytes:
+    """:func:`dump_json` as UTF-8, which every backend stores alike."""
     text = dump_json(value, root)
     try:
-        return KIND_JSON, text.encode("utf-8")
+        return text.encode("utf-8")
     except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") that json let through
-        found = find_unserializable(value, root)
-        path, reason = found if found is not None else (root, str(exc))
-        raise SerializationError(path, reason) from exc
+        raise _located(value, root, exc) from exc
 
 
 def decode_value(kind: str, data: bytes | memoryview | None) -> Any:
@@ -54,9 +60,17 @@ def dump_json(value: Any, root: str = "$") -> str:
     try:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:
+        raise _located(value, root, exc) from exc
+
+
+def _located(value: Any, root: str, exc: Exception) -> SerializationError:
+    """The error for ``exc``, at the first place in ``value`` that causes it."""
+    try:
         found = find_unserializable(value, root)
-        path, reason = found if found is not None else (root, str(exc))
-        raise SerializationError(path, reason) from exc
+    except RecursionError:
+        found = (root, "nested too deeply to store")
+    path, reason = found if found is not None else (root, str(exc))
+    return SerializationError(path, reason)
 
 
 def find_unserializable(value: Any, path: str = "$") -> tuple[str, str] | None:
