@@ -103,14 +103,53 @@ def test_demo_home_is_emptied_when_new_empty_or_its_own(tmp_path: Path) -> None:
     from clrk.demo import DEMO_MARK, fresh_home
 
     home = tmp_path / "demo"
-    fresh_home(home, own_home=False)  # new
+    fresh_home(home)  # new
     assert [p.name for p in home.iterdir()] == [DEMO_MARK]
     (home / "runtime.db").write_text("from the last run")
-    fresh_home(home, own_home=False)  # an earlier demo's
+    fresh_home(home)  # an earlier demo's
     assert [p.name for p in home.iterdir()] == [DEMO_MARK]
     (home / DEMO_MARK).unlink()
-    (home / "old.db").write_text("a demo folder from before the mark existed")
-    fresh_home(home, own_home=True)  # the default folder is always the demo's
+    for name in ("runtime.db", "applied-agent.yaml", "logs"):
+        (home / name).write_text("a demo folder from before the mark existed")
+    fresh_home(home)
+    assert [p.name for p in home.iterdir()] == [DEMO_MARK]
+    link = tmp_path / "link"
+    link.symlink_to(home)
+    assert fresh_home(link) == home.resolve() and link.is_symlink()
+
+
+def test_demo_refuses_its_default_folder_with_foreign_files_or_a_live_user(
+    tmp_path: Path,
+) -> None:
+    """Bug: the default folder was emptied whatever it held, and a running demo's or
+    stack's folder was emptied under it."""
+    import subprocess
+    import sys
+
+    from clrk.demo import DEMO_MARK, fresh_home
+    from clrk.errors import ClrkError
+    from clrk.stack import StackInfo
+
+    home = tmp_path / "demo"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    with pytest.raises(ClrkError, match="did not make"):
+        fresh_home(home)
+    (home / "notes.txt").unlink()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (home / DEMO_MARK).write_text(f"{other.pid}\n")
+        with pytest.raises(ClrkError, match=f"another clrk demo \\(pid {other.pid}\\)"):
+            fresh_home(home)
+        (home / DEMO_MARK).unlink()
+        info = StackInfo(str(home), "e", "p", "i", "r", "a", "t", pid=other.pid)
+        info.save()
+        with pytest.raises(ClrkError, match="already running"):
+            fresh_home(home)
+    finally:
+        other.kill()
+        other.wait()
+    assert fresh_home(home) == home  # both users gone: emptied
     assert [p.name for p in home.iterdir()] == [DEMO_MARK]
 
 

@@ -35,7 +35,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from clrk.demo import run_demo
 
     home = Path(args.home) if args.home else data_dir() / "demo"
-    return run_demo(home, Path(args.manifest or _default_manifest()), own_home=not args.home)
+    return run_demo(home, Path(args.manifest or _default_manifest()))
 
 
 def _interrupt(signum: int, frame: object) -> None:

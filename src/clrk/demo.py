@@ -15,6 +15,7 @@ emulator and the thread state back from the store, and checks what must be true.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -34,14 +35,21 @@ from clrk.stack import (
     TEAM_ID,
     LocalStack,
     StackInfo,
+    alive,
     readable,
+    refuse_a_running_stack,
 )
 
 MENTION = f"<@{BOT_USER_ID}>"
 REPLY_TIMEOUT_SECONDS = 45.0
 RETRY_SETTLE_SECONDS = 2.0
-# Marks a folder as the demo's own, so that a later run may empty it.
+# Marks a folder as the demo's own (and holds the pid of the run using it).
 DEMO_MARK = ".clrk-demo"
+# What a demo run leaves in its folder: such a folder may be emptied without a mark.
+DEMO_FILES = frozenset(
+    {DEMO_MARK, "agents", "applied-agent.yaml", "logs", "stack.json"}
+    | {f"runtime.db{suffix}" for suffix in ("", "-wal", "-shm", "-journal")}
+)
 
 
 @dataclass(frozen=True)
@@ -330,29 +338,37 @@ def print_checks(checks: list[Check]) -> None:
         print(f"{c.name:<{width}}  {c.value!s:>6}  {c.expected!s:>8}  {'ok' if c.ok else 'FAIL'}")
 
 
-def fresh_home(home: Path, *, own_home: bool) -> None:
-    """Empty ``home`` for a new run, refusing a folder the demo did not make.
+def fresh_home(home: Path) -> Path:
+    """Empty ``home`` for a new run, refusing a folder that may hold somebody's data.
 
-    Each run starts from nothing, so the folder is deleted first: only when it is the
-    default one (``own_home``), empty, or marked by an earlier demo run. Anything else
-    might be somebody's data (``--home .clrk`` would be ``clrk up``'s threads).
+    Each run starts from nothing, so the folder is deleted first, but only when it is new,
+    empty, marked by an earlier demo run, or holds nothing but what a demo makes; and not
+    while a stack or another demo runs in it (``--home .clrk`` would be ``clrk up``'s).
     """
+    home = home.resolve()  # a symlink to a folder: empty the folder, keep the link
     if home.exists():
         if not home.is_dir():
             raise ConfigError(f"--home {home} is a file, not a folder")
-        if not own_home and any(home.iterdir()) and not (home / DEMO_MARK).exists():
+        refuse_a_running_stack(home)
+        mark = home / DEMO_MARK
+        owner = mark.read_text().strip() if mark.is_file() else ""
+        if owner.isdigit() and int(owner) != os.getpid() and alive(int(owner)):
+            raise ConfigError(f"another clrk demo (pid {owner}) is running in {home}")
+        names = {entry.name for entry in home.iterdir()}
+        if names and not mark.is_file() and not names <= DEMO_FILES:
             raise ConfigError(
-                f"--home {home} holds files that clrk demo did not make, and the demo "
-                "empties its folder first: give a new or empty folder"
+                f"{home} holds files that clrk demo did not make, and the demo empties its "
+                "folder first: give a new or empty folder with --home"
             )
         shutil.rmtree(home)
     home.mkdir(parents=True)
-    (home / DEMO_MARK).write_text("made by clrk demo, which empties this folder at each run\n")
+    (home / DEMO_MARK).write_text(f"{os.getpid()}\n")
+    return home
 
 
-def run_demo(home: Path, manifest: Path, *, own_home: bool = False) -> int:
+def run_demo(home: Path, manifest: Path) -> int:
     """Start the stack in a fresh ``home``, play the script, print and check; exit code."""
-    fresh_home(home, own_home=own_home)
+    home = fresh_home(home)
     started = time.monotonic()
     print(f"clrk demo: starting the local stack in {home} (agent {manifest}) ...")
     stack = LocalStack(home, manifest)

@@ -128,7 +128,22 @@ class StackInfo:
         return cls(**json.loads(path.read_text()))
 
 
-def _alive(pid: int) -> bool:
+def refuse_a_running_stack(home: Path) -> None:
+    """One stack per folder: a second would re-apply the agent with its own emulator and
+    take the first one's replies, and its stop (or a demo emptying the folder) would pull
+    the first one's files away."""
+    try:
+        running = StackInfo.load(home)
+    except (StackError, OSError, ValueError, TypeError):
+        return  # none, or a file left by a stack that did not stop cleanly
+    if running.pid and running.pid != os.getpid() and alive(running.pid):
+        raise StackError(
+            f"a stack is already running in {home} (pid {running.pid}, emulator "
+            f"{running.emulator_url}); stop it first, or give another --home"
+        )
+
+
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -188,7 +203,7 @@ class LocalStack:
 
     def start(self) -> StackInfo:
         agent = self._load_agent()
-        self._refuse_a_running_stack()
+        refuse_a_running_stack(self.home)
         self.home.mkdir(parents=True, exist_ok=True)
         ports = {name: free_port() for name in ("emulator", "proxy", "ingress")}
         urls = {name: f"http://{HOST}:{port}" for name, port in ports.items()}
@@ -244,19 +259,6 @@ class LocalStack:
             raise
         self.info.save()
         return self.info
-
-    def _refuse_a_running_stack(self) -> None:
-        """One stack per folder: a second would re-apply the agent with its own emulator
-        and take the first one's replies, and its stop would remove the first's file."""
-        try:
-            running = StackInfo.load(self.home)
-        except (StackError, OSError, ValueError, TypeError):
-            return  # none, or a file left by a stack that did not stop cleanly
-        if running.pid and running.pid != os.getpid() and _alive(running.pid):
-            raise StackError(
-                f"a stack is already running in {self.home} (pid {running.pid}, emulator "
-                f"{running.emulator_url}); stop it first, or give another --home"
-            )
 
     def _load_agent(self) -> TaskAgent:
         """The manifest, validated before anything starts (errors name the field)."""
