@@ -213,3 +213,8 @@ def test_a_billion_laughs_is_refused_before_it_is_expanded() -> None:
     with pytest.raises(ManifestError) as info:
         load_manifest(text)
     assert info.value.field == "<document>" and "more than 10000 values" in info.value.reason
+
+
+def test_deep_nesting_is_one_error_not_a_traceback() -> None:
+    with pytest.raises(ManifestError, match="nested too deeply"):
+        load_manifest("x: " + "[" * 5000 + "]" * 5000 + "\n")

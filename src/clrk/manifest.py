@@ -189,9 +189,15 @@ def load_manifest(source: str | os.PathLike[str] | dict[str, Any]) -> TaskAgent:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ManifestError("<document>", f"not valid YAML: {_yaml_problem(exc)}") from exc
+        except RecursionError as exc:
+            raise ManifestError("<document>", "nested too deeply to be a manifest") from exc
     if not isinstance(data, dict):
         raise ManifestError("<document>", "must be a mapping with apiVersion, kind, metadata, spec")
-    if _expanded_size(data) > MAX_VALUES:
+    try:
+        too_big = _expanded_size(data) > MAX_VALUES
+    except RecursionError as exc:
+        raise ManifestError("<document>", "nested too deeply to be a manifest") from exc
+    if too_big:
         # YAML aliases can make a few lines stand for billions of values ("billion laughs");
         # validating them would take all the memory there is.
         raise ManifestError("<document>", f"holds more than {MAX_VALUES} values once expanded")

@@ -186,6 +186,53 @@ async def test_a_signature_that_is_not_ascii_is_a_mismatch_not_a_500() -> None:
     assert ingress.requests == []
 
 
+def _signed_variant(change: Any) -> Any:
+    """A fixture's body with ``change`` made, built when the test runs (fixtures may be
+    missing at collection)."""
+
+    def build() -> bytes:
+        event = json.loads((SLACK_FIXTURES / "message_thread_reply.json").read_text())
+        change(event)
+        return json.dumps(event).encode()
+
+    return build
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        # Bugs (found by a helper): each was a 500 from the proxy, for a signed body.
+        (_signed_variant(lambda e: e["event"].update(channel="C\ud800")), 400),
+        (_signed_variant(lambda e: e["event"].update(channel="C\u0000X")), 400),
+        (lambda: b'{"type": "event_callback", "a": ' + b"[" * 60_000 + b"]" * 60_000 + b"}", 400),
+        (
+            _signed_variant(
+                lambda e: e["event"].update(subtype="message_changed", message="not an object")
+            ),
+            200,  # understood, and ignored: nothing to answer
+        ),
+        (
+            _signed_variant(
+                lambda e: e["event"].update(type="assistant_thread_started", assistant_thread=[1])
+            ),
+            200,
+        ),
+    ],
+)
+async def test_signed_but_strange_bodies_are_refused_or_ignored_never_a_500(
+    body: Any, status: int
+) -> None:
+    body = body()
+    ingress = IngressStandIn()
+    async with _proxy(ingress) as proxy:
+        headers = sign(body, FIXTURE_SECRET, FIXTURE_TIMESTAMP)
+        answer = await proxy.post("/", content=body, headers=headers)
+        assert answer.status_code == status
+        if status == 400:
+            assert proxy.metrics["rejected_bad_body"] == 1
+    assert ingress.requests == []
+
+
 async def test_oversized_body() -> None:
     body = json.dumps({"type": "event_callback", "pad": "x" * 5000}).encode()
     ingress = IngressStandIn()

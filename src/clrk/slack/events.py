@@ -253,8 +253,8 @@ def _edit(
     bot_user_id: str | None,
     bot_id: str | None,
 ) -> SlackMessage | Ignored:
-    message = event.get("message") or {}
-    previous = event.get("previous_message") or {}
+    message = _obj(event.get("message"))
+    previous = _obj(event.get("previous_message"))
     ts = _str(message.get("ts")) or _str(previous.get("ts"))
     thread_ts = _str(message.get("thread_ts")) or _str(previous.get("thread_ts")) or ts
     if not (team and channel and ts):
@@ -301,7 +301,7 @@ def _delete(
     bot_user_id: str | None,
     bot_id: str | None,
 ) -> SlackMessage | Ignored:
-    previous = event.get("previous_message") or {}
+    previous = _obj(event.get("previous_message"))
     ts = _str(event.get("deleted_ts")) or _str(previous.get("ts"))
     thread_ts = _str(previous.get("thread_ts")) or ts
     if not (team and channel and ts):
@@ -331,7 +331,7 @@ def _delete(
 def _assistant_thread(
     body: dict[str, Any], event: dict[str, Any], team: str, event_id: str
 ) -> SlackMessage | Ignored:
-    thread = event.get("assistant_thread") or {}
+    thread = _obj(event.get("assistant_thread"))
     channel = _str(thread.get("channel_id"))
     thread_ts = _str(thread.get("thread_ts"))
     if not (team and channel and thread_ts):
@@ -353,13 +353,19 @@ def _assistant_thread(
     )
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    """A nested object of the event, or ``{}`` when it is missing or not an object."""
+    return value if isinstance(value, dict) else {}
+
+
 def _str(value: Any) -> str:
     """A Slack id or ts as a string; numbers are refused rather than reformatted."""
     return value if isinstance(value, str) else ""
 
 
 def _authorized_bot_user(body: dict[str, Any]) -> str | None:
-    for auth in body.get("authorizations") or ():
+    auths = body.get("authorizations")
+    for auth in auths if isinstance(auths, list) else ():
         if isinstance(auth, dict) and auth.get("is_bot") and isinstance(auth.get("user_id"), str):
             return auth["user_id"]
     return None

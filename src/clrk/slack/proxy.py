@@ -13,7 +13,6 @@ headers, bad body, too large) in logs and in the counters served at ``GET /metri
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import secrets
@@ -28,7 +27,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from clrk import envelope
+from clrk.errors import BadRequest
 from clrk.slack.events import Ignored, parse_event
+from clrk.state.values import text_problem
 
 logger = logging.getLogger("clrk.slack.proxy")
 
@@ -132,11 +134,11 @@ class _Proxy:
         if denial is not None:
             return denial
         try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
-            return self._reject(400, "rejected_bad_body", "body is not JSON")
-        if not isinstance(payload, dict):
-            return self._reject(400, "rejected_bad_body", "body is not a JSON object")
+            # The ingress's own parser: what it would refuse (not JSON, nested too deeply,
+            # text that is not valid Unicode) is refused here too, as a 400, not a 500.
+            payload = envelope.parse_body(body)
+        except BadRequest as exc:
+            return self._reject(400, "rejected_bad_body", str(exc))
 
         if payload.get("type") == "url_verification":
             self._count("url_verification")
@@ -152,6 +154,9 @@ class _Proxy:
             )
             return Response(status_code=200)
 
+        problem = text_problem(result.dedupe_id) or text_problem(result.key)
+        if problem is not None:  # it would be a header and a key: no store can keep it
+            return self._reject(400, "rejected_bad_body", f"event ids hold {problem}")
         agent = self._route(payload)
         if agent is None:
             return self._reject(
