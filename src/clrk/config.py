@@ -13,6 +13,10 @@ HOME_ENV = "CLRK_HOME"
 RUNTIME_URL_ENV = "CLRK_RUNTIME_URL"
 
 
+# The runtime's SQLite file in a data dir (what `clrk up` uses there too).
+RUNTIME_DB = "runtime.db"
+
+
 def data_dir() -> Path:
     """The local data directory: ``$CLRK_HOME`` or ``./.clrk``; created on first use."""
     path = Path(os.environ.get(HOME_ENV) or ".clrk").resolve()
@@ -22,4 +26,4 @@ def data_dir() -> Path:
 
 def runtime_url() -> str:
     """Database of the runtime (manifests, inbox, invocations): SQLite in the data dir."""
-    return os.environ.get(RUNTIME_URL_ENV) or f"sqlite:///{data_dir() / 'runtime.db'}"
+    return os.environ.get(RUNTIME_URL_ENV) or f"sqlite:///{data_dir() / RUNTIME_DB}"

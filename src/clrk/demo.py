@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from clrk.config import RUNTIME_DB
 from clrk.errors import ConfigError
 from clrk.runtime.sandbox import choose_sandbox
 from clrk.stack import (
@@ -48,7 +49,7 @@ DEMO_MARK = ".clrk-demo"
 # What a demo run leaves in its folder: such a folder may be emptied without a mark.
 DEMO_FILES = frozenset(
     {DEMO_MARK, "agents", "applied-agent.yaml", "logs", "stack.json"}
-    | {f"runtime.db{suffix}" for suffix in ("", "-wal", "-shm", "-journal")}
+    | {f"{RUNTIME_DB}{suffix}" for suffix in ("", "-wal", "-shm", "-journal")}
 )
 
 

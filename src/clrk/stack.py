@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from clrk.config import RUNTIME_DB
 from clrk.errors import ClrkError
 from clrk.manifest import TaskAgent, load_manifest
 
@@ -207,7 +208,7 @@ class LocalStack:
         self.home.mkdir(parents=True, exist_ok=True)
         ports = {name: free_port() for name in ("emulator", "proxy", "ingress")}
         urls = {name: f"http://{HOST}:{port}" for name, port in ports.items()}
-        runtime = f"sqlite:///{self.home / 'runtime.db'}"
+        runtime = f"sqlite:///{self.home / RUNTIME_DB}"
         self.info = StackInfo(
             home=str(self.home),
             emulator_url=urls["emulator"],

@@ -173,3 +173,16 @@ def test_delete_counts_in_words(sqlite_url: str) -> None:
         inbox.enqueue(agent, event_id="e1", partition_key="t1", envelope='{"id": "e1"}')
     deleted = clrk("delete", "echo", db=sqlite_url)
     assert "taskagent/echo deleted (1 waiting event dead-lettered)" in deleted.stdout
+
+
+def test_home_finds_the_runtime_of_a_stack_started_with_home(tmp_path: Path) -> None:
+    """`clrk up --home X` keeps its runtime in X; `clrk agents --home X` must look there."""
+    home = tmp_path / "stack"
+    assert clrk("apply", "-f", str(EXAMPLE), db=f"sqlite:///{home / 'runtime.db'}").returncode == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "clrk", "agents", "--home", str(home)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0 and "echo" in result.stdout

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from clrk import config
@@ -37,6 +38,11 @@ def register(subparsers: Any) -> None:
             "--db",
             metavar="URL",
             help="runtime database (default: $CLRK_RUNTIME_URL or SQLite in the data dir)",
+        )
+        parser.add_argument(
+            "--home",
+            metavar="DIR",
+            help="data dir of a `clrk up --home DIR` stack (default: $CLRK_HOME, else ./.clrk)",
         )
         parser.set_defaults(func=_guarded(handler))
         return parser
@@ -93,7 +99,11 @@ def _guarded(handler: Handler) -> Handler:
 
 
 def _url(args: argparse.Namespace) -> str:
-    return args.db or config.runtime_url()
+    if args.db:
+        return args.db
+    if args.home:
+        return f"sqlite:///{Path(args.home).resolve() / config.RUNTIME_DB}"
+    return config.runtime_url()
 
 
 def _apply(args: argparse.Namespace) -> int:
