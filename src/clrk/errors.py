@@ -126,6 +126,7 @@ class SlackError(ClrkError):
     def __init__(self, code: str, method: str = "") -> None:
         self.code = code
         self.method = method
+        self.retry_after: float | None = None  # seconds Slack asked to wait (a 429)
         super().__init__(f"slack {method or 'api'} failed: {code}")
 
 

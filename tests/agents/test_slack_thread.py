@@ -274,13 +274,39 @@ def test_a_long_rate_limit_hands_the_reply_back_without_posting_late(
         _run(env, mention)
     assert time.monotonic() - started < 10
     with open_store(env["DATABASE_URL"]) as store:
-        [entry] = store.pending_outbox(key=_envelope(mention)["subject"], claim_seconds=1)
-        store.release_claim(entry.id)
+        [entry] = store.pending_outbox(key=_envelope(mention)["subject"])
+        assert store.pending_outbox(claim_seconds=1) == [], "not before its Retry-After"
+        store.connector.execute("update clrk_outbox set claimed_until = 0", {})  # 120 s on
     other = _run(env, _elsewhere(mention, "C0OTHERCHAN"))  # another thread: not slowed
     assert len(other["posted"]) == 1
     retried = _run(env, mention)  # the runtime's retry, once the limit is over
     assert retried["status"] == "duplicate" and retried["posted"] == [entry.id]
     assert len(_thread(emulator, "C07ZP1MEH5S", "1784021532.401829")) == 1
+
+
+def test_a_later_message_sends_the_reply_a_dead_run_still_held(
+    env, emulator, slack_fixtures, monkeypatch
+) -> None:
+    """Bug (found by a helper): a run killed while holding its committed reply, then its
+    retries spent; the thread's next run skipped the held reply and it was never sent."""
+    monkeypatch.setattr(slack_thread, "CLAIM_SECONDS", 1.0)
+    monkeypatch.setattr(slack_thread, "CLAIM_POLL_SECONDS", 0.1)
+    mention = _fixture(slack_fixtures, "app_mention_top_level.json")
+    real_post = slack_thread.slack_client.post_reply
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise SystemExit("killed while posting")
+
+    monkeypatch.setattr(slack_thread.slack_client, "post_reply", killed)
+    with pytest.raises(SystemExit):
+        _run(env, mention)  # committed, claimed, never sent; the event is then dead
+    monkeypatch.setattr(slack_thread.slack_client, "post_reply", real_post)
+    later = _run(env, _fixture(slack_fixtures, "app_mention_in_thread.json"))
+    assert later["status"] == "ok" and len(later["posted"]) == 2
+    replies = _thread(emulator, "C07ZP1MEH5S", "1784021532.401829")
+    assert len(replies) == 2
+    # The held reply comes second: this run's own is not kept waiting for a dead claim.
+    assert [r["text"].split("]")[0] for r in replies] == ["[turn 2", "[turn 1"]
 
 
 def test_a_leftover_that_fails_for_now_does_not_fail_another_thread(

@@ -50,7 +50,7 @@ DATABASE_ENV = "DATABASE_URL"
 REPLY_KIND = "slack.reply"
 # How long a run holds the replies it delivers (it posts nothing after): long enough for
 # a reply with 429 waits; a dead run's entries return to others after it.
-CLAIM_SECONDS = 60.0
+CLAIM_SECONDS = 20.0
 CLAIM_POLL_SECONDS = 0.5
 NOT_SAID = (
     "edit",
@@ -171,7 +171,8 @@ def deliver_outbox(store: Any, client: Any, *, key: str, fresh: set[str]) -> Del
                 _warn(f"reply {entry.id} to {payload.get('channel')} given up: {exc}")
                 continue
             except (SlackError, OSError) as exc:
-                store.release_claim(entry.id)
+                # Not before Slack said it would take it: no run hammers a rate limit.
+                store.release_claim(entry.id, getattr(exc, "retry_after", None) or 0.0)
                 if entry.id in fresh and failure is None:
                     failure = exc
                 _warn(f"reply {entry.id} left for a later run: {exc}")
@@ -271,6 +272,11 @@ def run(envelopes: list[dict[str, Any]], env: dict[str, str] | None = None) -> d
                     raise ReplyPending(key, stuck) from exc
                 return {"status": "duplicate", "event_ids": exc.event_ids, "posted": posted}
         delivery = deliver_outbox(store, client, key=key, fresh=fresh)
+        if store.pending_outbox(key=key):
+            # An earlier run of this thread died holding its reply (one turn per thread
+            # runs at a time, so its holder is gone): wait its claim out and send it, or it
+            # would wait for the thread's next message. This run's own reply is out already.
+            delivery.posted += _deliver_when_free(store, client, key)
     result = {
         "status": "ok",
         "key": key,

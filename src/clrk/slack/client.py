@@ -249,4 +249,7 @@ def _translate(exc: SlackApiError, method: str) -> SlackError:
     code = str(exc.response.get("error") or f"http_{exc.response.status_code}")
     if code in PERMANENT_ERRORS:
         return PermanentSlackError(code, method)
-    return SlackError(code, method)
+    error = SlackError(code, method)
+    if exc.response.status_code == 429:
+        error.retry_after = _retry_after_seconds(dict(exc.response.headers or {}))
+    return error

@@ -93,8 +93,8 @@ class AsyncStore:
     async def mark_sent(self, entry_id: str) -> bool:
         return await asyncio.to_thread(self.store.mark_sent, entry_id)
 
-    async def release_claim(self, entry_id: str) -> bool:
-        return await asyncio.to_thread(self.store.release_claim, entry_id)
+    async def release_claim(self, entry_id: str, after_seconds: float = 0.0) -> bool:
+        return await asyncio.to_thread(self.store.release_claim, entry_id, after_seconds)
 
     async def mark_failed(self, entry_id: str, reason: str) -> bool:
         return await asyncio.to_thread(self.store.mark_failed, entry_id, reason)

@@ -160,10 +160,15 @@ def mark_sent(db: Connector, queries: dict[str, str], entry_id: str) -> bool:
     return db.execute(queries["outbox_mark_sent"], {"id": entry_id}) > 0
 
 
-def release_claim(db: Connector, queries: dict[str, str], entry_id: str) -> bool:
+def release_claim(
+    db: Connector, queries: dict[str, str], entry_id: str, after_seconds: float = 0.0
+) -> bool:
     if text_problem(entry_id) is not None:
         return False
-    return db.execute(queries["outbox_release"], {"id": entry_id}) > 0
+    if not 0 <= after_seconds < float("inf"):
+        raise ValueError(f"after_seconds must be a number >= 0, got {after_seconds!r}")
+    params = {"id": entry_id, "after": float(after_seconds)}
+    return db.execute(queries["outbox_release"], params) > 0
 
 
 def mark_failed(db: Connector, queries: dict[str, str], entry_id: str, reason: str) -> bool:
@@ -240,10 +245,11 @@ class Store:
         """Record a delivery; ``False`` if the entry was already marked or does not exist."""
         return mark_sent(self.connector, self.queries, entry_id)
 
-    def release_claim(self, entry_id: str) -> bool:
-        """Hand a claimed entry back at once, for a deliverer that gives up for now (a rate
-        limit longer than its claim): the next deliverer need not wait for the claim."""
-        return release_claim(self.connector, self.queries, entry_id)
+    def release_claim(self, entry_id: str, after_seconds: float = 0.0) -> bool:
+        """Hand a claimed entry back, for a deliverer that gives up for now (a rate limit
+        longer than its claim): deliverable again in ``after_seconds`` (the receiver's
+        Retry-After; 0, at once) instead of when the claim would have run out."""
+        return release_claim(self.connector, self.queries, entry_id, after_seconds)
 
     def mark_failed(self, entry_id: str, reason: str) -> bool:
         """Give up an entry the receiver refused for good; it is no longer pending.

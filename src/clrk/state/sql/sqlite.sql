@@ -135,8 +135,10 @@ where id in (
 returning id, key, version, seq, payload, created_at, attempts
 
 -- name: outbox_release
--- Hand a claimed entry back before its claim runs out (the deliverer gave up for now).
-update clrk_outbox set claimed_until = null where id = :id and sent_at is null
+-- Hand a claimed entry back before its claim runs out (the deliverer gave up for now),
+-- to be taken again after :after seconds (what the receiver asked, e.g. Retry-After).
+update clrk_outbox set claimed_until = (julianday('now') - 2440587.5) * 86400.0 + :after
+where id = :id and sent_at is null
 
 -- name: outbox_mark_sent
 update clrk_outbox set sent_at = (julianday('now') - 2440587.5) * 86400.0
