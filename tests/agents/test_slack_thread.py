@@ -157,13 +157,8 @@ def test_a_batch_mixing_a_done_event_with_a_new_one_answers_the_new_one(
     assert _run(env, mention, follow_up)["status"] == "duplicate"
 
 
-def test_a_retried_event_waits_for_the_reply_a_killed_run_had_claimed(
-    env, emulator, slack_fixtures, monkeypatch
-) -> None:
-    """Killed while posting; the runtime's retry must not call the event done unanswered."""
-    mention = _fixture(slack_fixtures, "app_mention_top_level.json")
-    monkeypatch.setattr(slack_thread, "CLAIM_SECONDS", 1.0)
-    monkeypatch.setattr(slack_thread, "CLAIM_POLL_SECONDS", 0.1)
+def _killed_while_posting(env: dict[str, str], body: dict[str, Any], monkeypatch) -> None:
+    """One run that commits its turn and dies while posting the reply (claim held)."""
 
     def killed(*args: Any, **kwargs: Any) -> None:
         raise SystemExit("killed while posting")
@@ -171,8 +166,22 @@ def test_a_retried_event_waits_for_the_reply_a_killed_run_had_claimed(
     real_post = slack_thread.slack_client.post_reply
     monkeypatch.setattr(slack_thread.slack_client, "post_reply", killed)
     with pytest.raises(SystemExit):
-        _run(env, mention)
+        _run(env, body)
     monkeypatch.setattr(slack_thread.slack_client, "post_reply", real_post)
+
+
+def _short_claims(monkeypatch, seconds: float = 1.0) -> None:
+    monkeypatch.setattr(slack_thread, "CLAIM_SECONDS", seconds)
+    monkeypatch.setattr(slack_thread, "CLAIM_POLL_SECONDS", 0.1)
+
+
+def test_a_retried_event_waits_for_the_reply_a_killed_run_had_claimed(
+    env, emulator, slack_fixtures, monkeypatch
+) -> None:
+    """Killed while posting; the runtime's retry must not call the event done unanswered."""
+    mention = _fixture(slack_fixtures, "app_mention_top_level.json")
+    _short_claims(monkeypatch)
+    _killed_while_posting(env, mention, monkeypatch)
     # The retry comes before the dead run's claim expired: it waits the claim out, sends.
     retried = _run(env, mention)
     assert retried["status"] == "duplicate" and len(retried["posted"]) == 1
@@ -185,8 +194,7 @@ def test_a_reply_still_held_after_a_claim_is_a_retryable_failure(
     env, emulator, slack_fixtures, monkeypatch
 ) -> None:
     mention = _fixture(slack_fixtures, "app_mention_top_level.json")
-    monkeypatch.setattr(slack_thread, "CLAIM_SECONDS", 0.3)
-    monkeypatch.setattr(slack_thread, "CLAIM_POLL_SECONDS", 0.1)
+    _short_claims(monkeypatch, 0.3)
     monkeypatch.setattr(
         slack_thread.slack_client, "post_reply", lambda *a, **k: (_ for _ in ()).throw(OSError())
     )
@@ -289,18 +297,9 @@ def test_a_later_message_sends_the_reply_a_dead_run_still_held(
 ) -> None:
     """Bug (found by a helper): a run killed while holding its committed reply, then its
     retries spent; the thread's next run skipped the held reply and it was never sent."""
-    monkeypatch.setattr(slack_thread, "CLAIM_SECONDS", 1.0)
-    monkeypatch.setattr(slack_thread, "CLAIM_POLL_SECONDS", 0.1)
+    _short_claims(monkeypatch)
     mention = _fixture(slack_fixtures, "app_mention_top_level.json")
-    real_post = slack_thread.slack_client.post_reply
-
-    def killed(*args: Any, **kwargs: Any) -> None:
-        raise SystemExit("killed while posting")
-
-    monkeypatch.setattr(slack_thread.slack_client, "post_reply", killed)
-    with pytest.raises(SystemExit):
-        _run(env, mention)  # committed, claimed, never sent; the event is then dead
-    monkeypatch.setattr(slack_thread.slack_client, "post_reply", real_post)
+    _killed_while_posting(env, mention, monkeypatch)  # its retries then spent: dead
     later = _run(env, _fixture(slack_fixtures, "app_mention_in_thread.json"))
     assert later["status"] == "ok" and len(later["posted"]) == 2
     replies = _thread(emulator, "C07ZP1MEH5S", "1784021532.401829")
