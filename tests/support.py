@@ -77,3 +77,13 @@ def wait_for(predicate: Callable[[], object], what: str, timeout: float = 20.0) 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def emulator_serving(bot_token: str) -> Iterator[str]:
+    """The Slack emulator over real HTTP, delivering no events, answering ``bot_token``."""
+    from clrk.slack.emulator import create_app
+
+    app = create_app(signing_secret="s" * 32, request_url=None, bot_token=bot_token)
+    with serve(app) as url:
+        yield url

@@ -18,9 +18,8 @@ import pytest
 
 from clrk.errors import ConfigError
 from clrk.say import replies_to, say
-from clrk.slack.emulator import create_app
 from clrk.stack import BOT_USER_ID, StackError, StackInfo
-from support import serve, wait_for
+from support import emulator_serving, wait_for
 
 TOKEN = "xoxb-test-say"
 CHANNEL = "C07ZP1MEH5S"
@@ -28,8 +27,7 @@ CHANNEL = "C07ZP1MEH5S"
 
 @pytest.fixture
 def emulator() -> Iterator[str]:
-    app = create_app(signing_secret="s" * 32, request_url=None, bot_token=TOKEN)
-    with serve(app) as url:
+    with emulator_serving(TOKEN) as url:
         yield url
 
 

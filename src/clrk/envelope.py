@@ -36,6 +36,9 @@ BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 # W3C Trace Context, version 00: all-zero trace or span ids are invalid.
 _TRACEPARENT = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
 _FORMAT = JSONFormat()
+# A JSON escape of a UTF-16 surrogate (\ud800-\udfff), the only way a body that is valid
+# UTF-8 can carry a lone one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 __all__ = [
     "BATCH_CONTENT_TYPE",
@@ -72,9 +75,12 @@ def parse_body(body: bytes) -> dict[str, Any]:
         raise BadRequest(f"body is not usable JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise BadRequest(f"body must be a JSON object, not {type(data).__name__}")
+    if _SURROGATE_ESCAPE.search(body) is None:
+        return data  # valid UTF-8 without such escapes holds no lone surrogate
     try:
         # JSON may escape lone surrogates ("\ud800"), which no store or reply can encode:
-        # refuse them here, as a 400, not later as a 500 in the middle of storing.
+        # refuse them here, as a 400, not later as a 500 in the middle of storing. Only
+        # bodies with surrogate escapes (emoji are pairs of them) pay for this second pass.
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise BadRequest(f"body holds text that is not valid Unicode: {exc.reason}") from exc

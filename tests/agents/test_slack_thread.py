@@ -18,10 +18,9 @@ import pytest
 from clrk import envelope
 from clrk.agents import slack_thread
 from clrk.errors import ReplyPending, SlackError
-from clrk.slack.emulator import create_app
 from clrk.slack.events import SlackMessage, parse_event
 from clrk.state import open_store
-from support import serve
+from support import emulator_serving
 
 TOKEN = "xoxb-test-agent"
 BOT_USER = "U07ZN3CDV8X"
@@ -29,8 +28,7 @@ BOT_USER = "U07ZN3CDV8X"
 
 @pytest.fixture
 def emulator() -> Iterator[str]:
-    app = create_app(signing_secret="s" * 32, request_url=None, bot_token=TOKEN)
-    with serve(app) as url:
+    with emulator_serving(TOKEN) as url:
         yield url
 
 
